@@ -1,0 +1,163 @@
+//! Frame encoding and the incremental decoder.
+
+use crate::ids::PeerId;
+use crate::message::Envelope;
+use postcard::ser_flavors::Flavor;
+
+/// Bytes of the length header in front of every frame.
+pub const HEADER_LEN: usize = 4;
+
+/// Default limit on a frame's body: 256 MiB. Frames claiming more are refused
+/// before anything is allocated for them.
+pub const DEFAULT_MAX_FRAME: usize = 256 << 20;
+
+/// Why bytes could not be encoded or decoded. After a decode error the stream
+/// is out of sync and the connection must be closed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The frame announces (or would need) more bytes than the limit allows.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// Announced or required body length.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// The frame body is not a valid envelope.
+    #[error("malformed frame: {0}")]
+    Malformed(#[source] postcard::Error),
+    /// The envelope ended before the frame did.
+    #[error("malformed frame: {0} unexpected trailing bytes")]
+    TrailingBytes(usize),
+    /// A value nests deeper than [`crate::Value::MAX_DEPTH`].
+    #[error("malformed frame: values nested deeper than {0}")]
+    TooDeep(usize),
+}
+
+/// A postcard flavor that appends to a borrowed `Vec`, so one buffer can hold
+/// several frames and large byte strings are copied with one `memcpy`.
+struct AppendVec<'a>(&'a mut Vec<u8>);
+
+impl Flavor for AppendVec<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends `envelope` as one frame (length header and body) to `out`.
+///
+/// On error `out` is left as it was.
+pub fn encode_frame(envelope: &Envelope, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    if let Err(e) = postcard::serialize_with_flavor(envelope, AppendVec(out)) {
+        out.truncate(start);
+        return Err(WireError::Malformed(e));
+    }
+    let body = out.len() - start - HEADER_LEN;
+    let Ok(len) = u32::try_from(body) else {
+        out.truncate(start);
+        return Err(WireError::FrameTooLarge {
+            len: body,
+            max: u32::MAX as usize,
+        });
+    };
+    out[start..start + HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    Ok(())
+}
+
+/// The body length announced by the header at the start of `buf`, if the
+/// header is complete.
+pub fn frame_length(buf: &[u8]) -> Option<usize> {
+    let header: [u8; HEADER_LEN] = buf.get(..HEADER_LEN)?.try_into().ok()?;
+    Some(u32::from_le_bytes(header) as usize)
+}
+
+/// Reads the source and destination of a frame body without decoding its
+/// message, for forwarding.
+pub fn peek_route(body: &[u8]) -> Result<(PeerId, PeerId), WireError> {
+    let (route, _) =
+        postcard::take_from_bytes::<(PeerId, PeerId)>(body).map_err(WireError::Malformed)?;
+    Ok(route)
+}
+
+/// Splits a byte stream into envelopes. Pure: it owns no buffer and does no IO.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameDecoder {
+    max_frame: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder {
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder refusing frame bodies longer than `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        FrameDecoder { max_frame }
+    }
+
+    /// The configured limit on a frame body.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Checks the header at the start of `buf`: `Ok(Some(total))` gives the
+    /// whole frame's length once the header is there, `Ok(None)` asks for more
+    /// bytes, `Err` means the announced length is over the limit.
+    pub fn check_header(&self, buf: &[u8]) -> Result<Option<usize>, WireError> {
+        match frame_length(buf) {
+            None => Ok(None),
+            Some(len) if len > self.max_frame => Err(WireError::FrameTooLarge {
+                len,
+                max: self.max_frame,
+            }),
+            Some(len) => Ok(Some(HEADER_LEN + len)),
+        }
+    }
+
+    /// Decodes the first frame of `buf`.
+    ///
+    /// Returns the envelope and the number of bytes it used, `Ok(None)` if `buf`
+    /// does not yet hold a whole frame, or an error if the stream is corrupt.
+    pub fn decode(&self, buf: &[u8]) -> Result<Option<(Envelope, usize)>, WireError> {
+        let Some(total) = self.check_header(buf)? else {
+            return Ok(None);
+        };
+        let Some(body) = buf.get(HEADER_LEN..total) else {
+            return Ok(None);
+        };
+        Ok(Some((decode_body(body)?, total)))
+    }
+}
+
+/// Decodes one frame body (without its header) into an envelope.
+pub(crate) fn decode_body(body: &[u8]) -> Result<Envelope, WireError> {
+    crate::value::depth::reset();
+    let result = postcard::take_from_bytes::<Envelope>(body);
+    if crate::value::depth::exceeded() {
+        return Err(WireError::TooDeep(crate::Value::MAX_DEPTH));
+    }
+    let (envelope, rest) = result.map_err(WireError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(WireError::TrailingBytes(rest.len()));
+    }
+    Ok(envelope)
+}

@@ -1,0 +1,174 @@
+//! Envelopes, messages and operations.
+
+use crate::bytes::Bytes;
+use crate::ids::{ChainId, ObjectId, PeerId, RequestId};
+use crate::value::{ObjectRef, Value};
+use serde::{Deserialize, Serialize};
+
+/// One frame's content: who sent it, for whom, and what.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Sending peer. Must stay the first field: [`crate::peek_route`] reads it
+    /// without decoding the message.
+    pub src: PeerId,
+    /// Destination peer; the master forwards frames not addressed to itself.
+    pub dst: PeerId,
+    /// The message.
+    pub message: Message,
+}
+
+/// The messages of the protocol. New variants go at the end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Handshake, sent once in each direction when a twin starts.
+    Hello(Hello),
+    /// Asks the destination to perform an operation and reply.
+    Request(Request),
+    /// Answers a request.
+    Reply(Reply),
+    /// Fire-and-forget: the sender dropped references to objects native to the
+    /// destination.
+    Release(Release),
+    /// Asks the destination to finish its work and exit.
+    Shutdown,
+}
+
+/// Handshake content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`crate::PROTOCOL_VERSION`] of the sender.
+    pub protocol: u32,
+    /// Peer id of the twin: assigned by the master, echoed by the twin.
+    pub peer: PeerId,
+    /// Human-readable twin id (`"pypy3"`); the master's is its own id.
+    pub twin_id: String,
+    /// Process id of the sender.
+    pub pid: u32,
+    /// Interpreter implementation (`"CPython"`, `"PyPy"`, `"rust"`).
+    pub interpreter: String,
+    /// Interpreter version string.
+    pub version: String,
+    /// Highest pickle protocol the sender reads (0 if it cannot unpickle).
+    pub pickle_protocol: u8,
+}
+
+/// A request for an operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Id chosen by the requester; echoed in the reply.
+    pub id: RequestId,
+    /// Logical thread the request belongs to.
+    pub chain: ChainId,
+    /// What to do.
+    pub op: Op,
+}
+
+/// Keyword arguments, in call order.
+pub type Kwargs = Vec<(String, Value)>;
+
+/// Operations a peer can be asked to perform. New variants go at the end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Call a module-level callable named by module and qualified name.
+    CallGlobal {
+        /// Dotted module name.
+        module: String,
+        /// Qualified name within the module.
+        qualname: String,
+        /// Positional arguments.
+        args: Vec<Value>,
+        /// Keyword arguments.
+        kwargs: Kwargs,
+    },
+    /// Call a callable given as a value.
+    CallValue {
+        /// The callable.
+        callable: Value,
+        /// Positional arguments.
+        args: Vec<Value>,
+        /// Keyword arguments.
+        kwargs: Kwargs,
+    },
+    /// Look up a method on a referenced object and call it, in one round trip.
+    CallMethod {
+        /// The object, native to the destination.
+        target: ObjectRef,
+        /// Method name.
+        name: String,
+        /// Positional arguments.
+        args: Vec<Value>,
+        /// Keyword arguments.
+        kwargs: Kwargs,
+    },
+    /// Read an attribute.
+    GetAttr {
+        /// Object or class whose attribute is read.
+        target: Value,
+        /// Attribute name.
+        name: String,
+    },
+    /// Write an attribute.
+    SetAttr {
+        /// Object or class whose attribute is written.
+        target: Value,
+        /// Attribute name.
+        name: String,
+        /// New value.
+        value: Value,
+    },
+    /// Delete an attribute.
+    DelAttr {
+        /// Object or class whose attribute is deleted.
+        target: Value,
+        /// Attribute name.
+        name: String,
+    },
+    /// Create an instance of a class native to the destination.
+    Instantiate {
+        /// The class.
+        class: Value,
+        /// Positional arguments.
+        args: Vec<Value>,
+        /// Keyword arguments.
+        kwargs: Kwargs,
+    },
+}
+
+/// The answer to a request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The request's id.
+    pub id: RequestId,
+    /// Result or error.
+    pub outcome: Outcome,
+}
+
+/// How a request ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// It returned a value.
+    Ok(Value),
+    /// It raised an error.
+    Err(RemoteError),
+}
+
+/// An error raised by the peer that performed an operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteError {
+    /// Dotted path of the error's type (`"builtins.ValueError"`).
+    pub type_path: String,
+    /// The error's message.
+    pub message: String,
+    /// Formatted traceback text from the raising peer.
+    pub traceback: String,
+    /// The error itself, serialized by the raising language, if that worked.
+    pub pickle: Option<Bytes>,
+}
+
+/// References released by the sender: each object id with the number of
+/// references dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// `(object, count)` pairs.
+    pub objects: Vec<(ObjectId, u64)>,
+}

@@ -1,0 +1,160 @@
+//! The language-neutral payload tree.
+
+use crate::bytes::Bytes;
+use crate::ids::{ObjectId, PeerId};
+use crate::message::RemoteError;
+use serde::{Deserialize, Serialize};
+
+/// A reference to an object that lives in (is *native to*) one peer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// Peer that holds the native object.
+    pub owner: PeerId,
+    /// The object's id within its owner.
+    pub id: ObjectId,
+    /// Module and qualified name of the object's class, when it has one that can
+    /// be named.
+    pub class: Option<(String, String)>,
+}
+
+/// A payload: arguments, results and attribute values.
+///
+/// Builtin data maps to its own variant so that each side converts it natively;
+/// anything else travels as [`Value::Pickle`] (with the object references found
+/// inside it listed beside the bytes). New variants go at the end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// `None` / null.
+    None,
+    /// A boolean.
+    Bool(bool),
+    /// An integer that fits in 64 signed bits.
+    Int(i64),
+    /// Any other integer: two's-complement, little-endian, minimal length.
+    BigInt(Bytes),
+    /// A 64-bit float.
+    Float(f64),
+    /// A Unicode string.
+    Str(String),
+    /// A byte string.
+    Bytes(Bytes),
+    /// A mutable sequence.
+    List(#[serde(deserialize_with = "depth::guarded")] Vec<Value>),
+    /// An immutable sequence.
+    Tuple(#[serde(deserialize_with = "depth::guarded")] Vec<Value>),
+    /// A mapping, in insertion order.
+    Dict(#[serde(deserialize_with = "depth::guarded")] Vec<(Value, Value)>),
+    /// A mutable set.
+    Set(#[serde(deserialize_with = "depth::guarded")] Vec<Value>),
+    /// An immutable set.
+    FrozenSet(#[serde(deserialize_with = "depth::guarded")] Vec<Value>),
+    /// A module-level object named by reference: a function, class or module
+    /// attribute.
+    Global {
+        /// Dotted module name.
+        module: String,
+        /// Qualified name within the module.
+        qualname: String,
+    },
+    /// A reference to an object native to some peer.
+    Ref(ObjectRef),
+    /// An object serialized by the sender's language (Python: pickle).
+    Pickle {
+        /// The serialized bytes.
+        data: Bytes,
+        /// Object references found inside, by position (pickle persistent ids).
+        refs: Vec<ObjectRef>,
+    },
+    /// An error raised by the peer that produced this value.
+    Error(Box<RemoteError>),
+}
+
+impl Value {
+    /// Deepest nesting of containers a decoder accepts. Deeper data is refused
+    /// (senders should pickle such subtrees) so that decoding cannot exhaust
+    /// the stack.
+    pub const MAX_DEPTH: usize = 100;
+}
+
+/// Nesting guard for decoding: a thread-local depth count around every
+/// container.
+pub(crate) mod depth {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+    use std::cell::Cell;
+
+    thread_local! {
+        static DEPTH: Cell<usize> = const { Cell::new(0) };
+        static EXCEEDED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Starts a new decode.
+    pub(crate) fn reset() {
+        DEPTH.set(0);
+        EXCEEDED.set(false);
+    }
+
+    /// Whether the last decode hit the depth limit.
+    pub(crate) fn exceeded() -> bool {
+        EXCEEDED.get()
+    }
+
+    struct Level;
+
+    impl Drop for Level {
+        fn drop(&mut self) {
+            DEPTH.set(DEPTH.get().saturating_sub(1));
+        }
+    }
+
+    pub(crate) fn guarded<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        let depth = DEPTH.get() + 1;
+        if depth > super::Value::MAX_DEPTH {
+            EXCEEDED.set(true);
+            return Err(D::Error::custom("values nested too deeply"));
+        }
+        DEPTH.set(depth);
+        let _level = Level;
+        T::deserialize(d)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Str(v.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Str(v)
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(v: Vec<u8>) -> Self {
+        Value::Bytes(Bytes(v))
+    }
+}
