@@ -31,6 +31,13 @@ pub enum Message {
     Release(Release),
     /// Asks the destination to finish its work and exit.
     Shutdown,
+    /// From the master: a peer is gone; requests routed to it will get no reply.
+    PeerGone {
+        /// The peer that is gone.
+        peer: PeerId,
+        /// How it ended.
+        reason: String,
+    },
 }
 
 /// Handshake content.

@@ -1,0 +1,37 @@
+//! The interface a host implements to serve requests.
+
+use crate::Kernel;
+use cpy2py_wire::{ChainId, Op, Outcome, PeerId, Release};
+
+/// Where a request came from, handed to [`Handler::handle`].
+pub struct RequestContext<'a> {
+    /// The kernel, for nested calls.
+    pub kernel: &'a Kernel,
+    /// The peer that sent the request (the reply goes there).
+    pub src: PeerId,
+    /// The logical thread the request belongs to; nested calls made from the
+    /// handler continue it.
+    pub chain: ChainId,
+}
+
+/// Serves the requests that reach this process. Implemented by the host (the
+/// Python bindings, or a Rust program embedding the kernel).
+///
+/// `handle` runs on a kernel worker thread or, for a request on a chain whose
+/// thread is waiting here, on that very thread. It may call back into the
+/// kernel (reentrantly, to any depth). It must not hold a lock that such a
+/// nested call needs.
+pub trait Handler: Send + Sync + 'static {
+    /// Performs `op` and returns its outcome.
+    fn handle(&self, ctx: &RequestContext<'_>, op: Op) -> Outcome;
+
+    /// `from` dropped references to objects native to this process.
+    fn release(&self, from: PeerId, release: Release) {
+        let _ = (from, release);
+    }
+
+    /// `peer` is gone (`reason` says how); every call pending on it has failed.
+    fn peer_lost(&self, peer: PeerId, reason: &str) {
+        let _ = (peer, reason);
+    }
+}

@@ -1,0 +1,1274 @@
+//! The kernel: peers, the leader/follower thread pool around one mio poll, calls
+//! and their replies, chains and reentrant dispatch.
+//!
+//! # Who reads a socket
+//!
+//! Each peer's socket has one *reader* at a time (its `reader` lock). Two kinds
+//! of threads read:
+//!
+//! * A thread waiting for a reply takes the reader role of the peer the reply
+//!   comes from, takes that socket out of the poll, and blocks in `poll(2)` on
+//!   the socket and its own eventfd. The reply wakes it directly: no other
+//!   thread is woken on the hot path.
+//! * Otherwise the pool's *leader* thread, blocked in the mio poll, reads. When
+//!   it reads a request on a chain nobody waits for here, it hands leadership
+//!   to a follower (or a new thread) and runs the request itself, so a request
+//!   runs on the thread that read it.
+//!
+//! A request on a chain whose thread is waiting here is handed to that thread
+//! (it runs nested callbacks), which makes calls reentrant to any depth.
+
+use crate::error::{CallError, KernelError};
+use crate::handler::{Handler, RequestContext};
+use crate::peer::{Incoming, Peer, ReadBuf, lock};
+use crate::pending::{Callback, Completed, Completion, PendingTable};
+use crate::sys;
+use crate::waiter::{self, ChainGuard, Inbound, Waiter};
+use cpy2py_wire::{
+    ChainId, Envelope, FrameDecoder, Message, Op, Outcome, PeerId, Release, RemoteError, Reply,
+    Request, RequestId, encode_frame,
+};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+const WAKER: Token = Token(usize::MAX);
+
+/// Tunables of a kernel.
+#[derive(Clone, Debug)]
+pub struct KernelConfig {
+    /// Largest frame body sent or accepted, in bytes.
+    pub max_frame: usize,
+    /// How long a twin may take from its start to the end of the handshake.
+    pub handshake_timeout: Duration,
+    /// Idle pool threads kept for later requests; more exit.
+    pub max_idle_workers: usize,
+    /// Twin only: once stopping (shutdown requested or master gone), end the
+    /// whole process if it has not exited by itself after this long. `None`
+    /// (the default) leaves exiting to the host.
+    pub exit_after_stop: Option<Duration>,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            max_frame: cpy2py_wire::DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(30),
+            max_idle_workers: 4,
+            exit_after_stop: None,
+        }
+    }
+}
+
+/// What this process tells peers about itself in the handshake.
+#[derive(Clone, Debug)]
+pub struct LocalInfo {
+    /// This process's twin id (the master's own name in the master).
+    pub name: String,
+    /// Interpreter implementation, e.g. `"CPython"`, `"PyPy"` or `"rust"`.
+    pub interpreter: String,
+    /// Interpreter version.
+    pub version: String,
+    /// Highest pickle protocol this process reads (0: none).
+    pub pickle_protocol: u8,
+}
+
+/// The role of this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The root of the star, which starts twins.
+    Master,
+    /// A child started by a master.
+    Twin,
+}
+
+#[derive(Default)]
+struct Pool {
+    leader: bool,
+    idle: usize,
+    threads: usize,
+    ready: VecDeque<Inbound>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) me: PeerId,
+    pub(crate) role: Role,
+    pub(crate) local: LocalInfo,
+    /// The master's name (our own in the master).
+    pub(crate) master_name: String,
+    pub(crate) config: KernelConfig,
+    decoder: FrameDecoder,
+    registry: Registry,
+    poll: Mutex<(Poll, Events)>,
+    waker: Waker,
+    peers: RwLock<HashMap<PeerId, Arc<Peer>>>,
+    /// How peers that are gone ended, for later errors.
+    gone: Mutex<HashMap<PeerId, (String, String)>>,
+    pending: Mutex<PendingTable>,
+    chains: Mutex<HashMap<ChainId, (Arc<Waiter>, usize)>>,
+    pool: Mutex<Pool>,
+    pool_cv: Condvar,
+    handler: Arc<dyn Handler>,
+    stopping: AtomicBool,
+    pub(crate) next_peer: AtomicU32,
+    pub(crate) spawner: Mutex<Option<std::sync::mpsc::Sender<crate::spawn::SpawnJob>>>,
+}
+
+/// A cpy2py kernel: one per process in normal use, owning every peer socket.
+///
+/// Cheap to clone (all clones are the same kernel). Thread-safe: any number of
+/// threads may call at once, each waiting only for its own reply.
+#[derive(Clone)]
+pub struct Kernel {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("me", &self.shared.me)
+            .field("role", &self.shared.role)
+            .field("name", &self.shared.local.name)
+            .finish()
+    }
+}
+
+/// A request sent and not yet answered. Dropping it abandons the request: a
+/// reply arriving later is discarded.
+#[must_use = "a call is abandoned when its PendingCall is dropped"]
+pub struct PendingCall {
+    kernel: Kernel,
+    id: RequestId,
+    route: Arc<Peer>,
+    chain: ChainId,
+    waiter: Arc<Waiter>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for PendingCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCall")
+            .field("id", &self.id)
+            .field("route", &self.route.id)
+            .finish()
+    }
+}
+
+thread_local! {
+    static ENCODE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Kernel {
+    pub(crate) fn build(
+        me: PeerId,
+        role: Role,
+        local: LocalInfo,
+        master_name: String,
+        config: KernelConfig,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Kernel, KernelError> {
+        let io_err = |context| move |source| KernelError::Io { context, source };
+        let poll = Poll::new().map_err(io_err("creating the poll"))?;
+        let registry = poll
+            .registry()
+            .try_clone()
+            .map_err(io_err("cloning the poll registry"))?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(io_err("creating the waker"))?;
+        let decoder = FrameDecoder::new(config.max_frame);
+        Ok(Kernel {
+            shared: Arc::new(Shared {
+                me,
+                role,
+                local,
+                master_name,
+                config,
+                decoder,
+                registry,
+                poll: Mutex::new((poll, Events::with_capacity(64))),
+                waker,
+                peers: RwLock::new(HashMap::new()),
+                gone: Mutex::new(HashMap::new()),
+                pending: Mutex::new(PendingTable::default()),
+                chains: Mutex::new(HashMap::new()),
+                pool: Mutex::new(Pool::default()),
+                pool_cv: Condvar::new(),
+                handler,
+                stopping: AtomicBool::new(false),
+                next_peer: AtomicU32::new(1),
+                spawner: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Starts a master kernel (peer 0) serving `handler`, with one pool thread
+    /// watching for peers' input.
+    pub fn start_master(
+        local: LocalInfo,
+        config: KernelConfig,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Kernel, KernelError> {
+        let master_name = local.name.clone();
+        let kernel = Kernel::build(
+            PeerId::MASTER,
+            Role::Master,
+            local,
+            master_name,
+            config,
+            handler,
+        )?;
+        kernel
+            .spawn_pool_thread()
+            .map_err(|source| KernelError::Io {
+                context: "starting the kernel's pool thread",
+                source,
+            })?;
+        tracing::debug!(name = %kernel.shared.local.name, "master kernel started");
+        Ok(kernel)
+    }
+
+    /// This process's peer id.
+    pub fn me(&self) -> PeerId {
+        self.shared.me
+    }
+
+    /// Whether this kernel is the master or a twin.
+    pub fn role(&self) -> Role {
+        self.shared.role
+    }
+
+    /// This process's name (twin id; the master's id in the master).
+    pub fn name(&self) -> &str {
+        &self.shared.local.name
+    }
+
+    /// The master's name, as it announced it.
+    pub fn master_name(&self) -> &str {
+        &self.shared.master_name
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KernelConfig {
+        &self.shared.config
+    }
+
+    /// Requests sent from here that have not been answered and waited for (a
+    /// leak check for tests and hosts).
+    pub fn pending_calls(&self) -> usize {
+        lock(&self.shared.pending).len()
+    }
+
+    /// Whether the kernel is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn peer(&self, id: PeerId) -> Option<Arc<Peer>> {
+        self.shared
+            .peers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+    }
+
+    pub(crate) fn insert_peer(&self, peer: Arc<Peer>) -> Result<(), KernelError> {
+        {
+            let mut peers = self
+                .shared
+                .peers
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            peers.insert(peer.id, Arc::clone(&peer));
+        }
+        self.watch(&peer, true).map_err(|source| KernelError::Io {
+            context: "registering a peer with the poll",
+            source,
+        })
+    }
+
+    /// Ids of connected peers with their twin ids.
+    pub fn peers(&self) -> Vec<(PeerId, String)> {
+        let peers = self
+            .shared
+            .peers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<_> = peers
+            .values()
+            .filter(|p| !p.is_closed())
+            .map(|p| (p.id, p.twin_id().to_owned()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The connected peer whose twin id is `twin_id`.
+    pub fn peer_by_name(&self, twin_id: &str) -> Option<PeerId> {
+        if self.shared.role == Role::Twin && twin_id == self.shared.master_name {
+            return Some(PeerId::MASTER);
+        }
+        self.peers()
+            .into_iter()
+            .find(|(_, name)| name == twin_id)
+            .map(|(id, _)| id)
+    }
+
+    /// The handshake of a connected peer: `(twin id, interpreter, version, pid)`.
+    pub fn peer_info(&self, id: PeerId) -> Option<(String, String, String, u32)> {
+        let peer = self.peer(id)?;
+        let h = &peer.hello;
+        Some((
+            h.twin_id.clone(),
+            h.interpreter.clone(),
+            h.version.clone(),
+            h.pid,
+        ))
+    }
+
+    /// Highest pickle protocol both this process and `peer` read.
+    pub fn pickle_protocol(&self, peer: PeerId) -> u8 {
+        let theirs = self
+            .route(peer)
+            .map(|p| p.hello.pickle_protocol)
+            .unwrap_or(0);
+        theirs.min(self.shared.local.pickle_protocol)
+    }
+
+    /// How a peer that is gone ended, or `None` if it is connected or unknown.
+    pub fn peer_gone(&self, id: PeerId) -> Option<(String, String)> {
+        lock(&self.shared.gone).get(&id).cloned()
+    }
+
+    /// The peer a frame for `dst` is written to: `dst` itself in the master,
+    /// the master in a twin.
+    fn route(&self, dst: PeerId) -> Result<Arc<Peer>, CallError> {
+        let hop = if self.shared.role == Role::Twin {
+            PeerId::MASTER
+        } else {
+            dst
+        };
+        match self.peer(hop) {
+            Some(peer) if !peer.is_closed() => Ok(peer),
+            Some(peer) => Err(self.lost_error(&peer)),
+            None => match self.peer_gone(hop) {
+                Some((twin_id, reason)) => Err(CallError::PeerLost {
+                    peer: hop,
+                    twin_id,
+                    reason,
+                }),
+                None => Err(CallError::UnknownPeer(dst)),
+            },
+        }
+    }
+
+    fn lost_error(&self, peer: &Peer) -> CallError {
+        CallError::PeerLost {
+            peer: peer.id,
+            twin_id: peer.twin_id().to_owned(),
+            reason: peer
+                .closed
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "connection closed".into()),
+        }
+    }
+
+    // ----- sending -------------------------------------------------------------
+
+    fn send_to(&self, peer: &Peer, envelope: &Envelope) -> Result<(), CallError> {
+        ENCODE_BUF.with(|cell| {
+            let mut guard = cell.try_borrow_mut();
+            let mut fresh = Vec::new();
+            // A nested send on this thread (not expected) gets its own buffer.
+            let buf: &mut Vec<u8> = match guard.as_deref_mut() {
+                Ok(buf) => buf,
+                Err(_) => &mut fresh,
+            };
+            buf.clear();
+            encode_frame(envelope, buf).map_err(|e| CallError::Encode(e.to_string()))?;
+            let body = buf.len() - cpy2py_wire::HEADER_LEN;
+            if body > self.shared.config.max_frame {
+                let err = CallError::Encode(format!(
+                    "the message is {body} bytes, over the frame limit of {} bytes",
+                    self.shared.config.max_frame
+                ));
+                buf.clear();
+                buf.shrink_to(1 << 20);
+                return Err(err);
+            }
+            tracing::trace!(dst = envelope.dst.0, bytes = buf.len(), "send frame");
+            let result = peer.write_all(buf);
+            if buf.capacity() > 4 << 20 {
+                *buf = Vec::new();
+            }
+            result.map_err(|e| {
+                tracing::debug!(peer = peer.id.0, error = %e, "write failed");
+                self.lost_error(peer)
+            })
+        })
+    }
+
+    /// Sends `request` to `dst` and returns a handle to wait for its reply on
+    /// this thread. The request continues this thread's chain.
+    pub fn submit(&self, dst: PeerId, op: Op) -> Result<PendingCall, CallError> {
+        let waiter = waiter::current_waiter().map_err(|_| CallError::ShuttingDown)?;
+        let route = self.route(dst)?;
+        let chain = waiter::current_chain(self.shared.me);
+        let id = lock(&self.shared.pending).insert(dst, Completion::Thread(Arc::clone(&waiter)));
+        self.enter_chain(chain, &waiter);
+        let call = PendingCall {
+            kernel: self.clone(),
+            id,
+            route: Arc::clone(&route),
+            chain,
+            waiter,
+            finished: false,
+        };
+        let envelope = Envelope {
+            src: self.shared.me,
+            dst,
+            message: Message::Request(Request { id, chain, op }),
+        };
+        self.send_to(&route, &envelope)?;
+        if route.is_closed() {
+            // Closed between the lookup and the insert: its failure sweep may
+            // have missed this request.
+            self.complete(id, Err(self.lost_error(&route)));
+        }
+        Ok(call)
+    }
+
+    /// Sends `op` to `dst`; `callback` receives the outcome on whichever thread
+    /// reads the reply (keep it short; it must not block). The request is on
+    /// this thread's chain.
+    pub fn submit_with_callback(
+        &self,
+        dst: PeerId,
+        op: Op,
+        callback: Callback,
+    ) -> Result<RequestId, CallError> {
+        let route = self.route(dst)?;
+        let chain = waiter::current_chain(self.shared.me);
+        let id = lock(&self.shared.pending).insert(dst, Completion::Callback(callback));
+        let envelope = Envelope {
+            src: self.shared.me,
+            dst,
+            message: Message::Request(Request { id, chain, op }),
+        };
+        if let Err(e) = self.send_to(&route, &envelope) {
+            self.complete(id, Err(e.clone()));
+            return Err(e);
+        }
+        if route.is_closed() {
+            self.complete(id, Err(self.lost_error(&route)));
+        }
+        Ok(id)
+    }
+
+    /// Calls `op` on `dst` and waits for the outcome (at most `timeout`).
+    pub fn call(
+        &self,
+        dst: PeerId,
+        op: Op,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, CallError> {
+        let mut pending = self.submit(dst, op)?;
+        match pending.wait(timeout) {
+            Some(result) => result,
+            None => Err(CallError::Timeout),
+        }
+    }
+
+    /// Sends dropped references to `dst` (fire-and-forget).
+    pub fn send_release(&self, dst: PeerId, release: Release) -> Result<(), CallError> {
+        let route = self.route(dst)?;
+        let envelope = Envelope {
+            src: self.shared.me,
+            dst,
+            message: Message::Release(release),
+        };
+        self.send_to(&route, &envelope)
+    }
+
+    fn reply(&self, src: PeerId, id: RequestId, outcome: Outcome) {
+        let Ok(route) = self.route(src) else {
+            tracing::debug!(peer = src.0, "reply dropped: requester is gone");
+            return;
+        };
+        let envelope = Envelope {
+            src: self.shared.me,
+            dst: src,
+            message: Message::Reply(Reply { id, outcome }),
+        };
+        match self.send_to(&route, &envelope) {
+            Ok(()) => {}
+            Err(CallError::Encode(reason)) => {
+                // The outcome itself cannot travel: tell the requester why.
+                let outcome = Outcome::Err(RemoteError {
+                    type_path: "cpy2py.errors.CPy2PyException".into(),
+                    message: format!("the reply could not be sent: {reason}"),
+                    traceback: String::new(),
+                    pickle: None,
+                });
+                let envelope = Envelope {
+                    src: self.shared.me,
+                    dst: src,
+                    message: Message::Reply(Reply { id, outcome }),
+                };
+                let _ = self.send_to(&route, &envelope);
+            }
+            Err(e) => tracing::debug!(peer = src.0, error = %e, "reply not sent"),
+        }
+    }
+
+    // ----- completing ----------------------------------------------------------
+
+    fn complete(&self, id: RequestId, result: Result<Outcome, CallError>) {
+        let done = lock(&self.shared.pending).complete(id, result);
+        self.finish(done);
+    }
+
+    fn finish(&self, done: Completed) {
+        match done {
+            Completed::Wake(waiter) => waiter.wake(),
+            Completed::Deliver(callback, result) => {
+                if catch_unwind(AssertUnwindSafe(|| callback(result))).is_err() {
+                    tracing::error!("a completion callback panicked");
+                }
+            }
+            Completed::Stale => {}
+        }
+    }
+
+    fn enter_chain(&self, chain: ChainId, waiter: &Arc<Waiter>) {
+        let mut chains = lock(&self.shared.chains);
+        chains
+            .entry(chain)
+            .or_insert_with(|| (Arc::clone(waiter), 0))
+            .1 += 1;
+    }
+
+    fn leave_chain(&self, chain: ChainId, waiter: &Arc<Waiter>) {
+        {
+            let mut chains = lock(&self.shared.chains);
+            if let Some(entry) = chains.get_mut(&chain) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    chains.remove(&chain);
+                }
+            }
+        }
+        // Requests handed to this thread after its last check go to the pool.
+        let mut leftovers = Vec::new();
+        while let Some(inbound) = waiter.pop() {
+            leftovers.push(inbound);
+        }
+        if !leftovers.is_empty() {
+            self.enqueue(leftovers);
+        }
+    }
+
+    // ----- reading and dispatch --------------------------------------------------
+
+    /// Registers or deregisters a peer's socket with the poll.
+    fn watch(&self, peer: &Peer, on: bool) -> io::Result<()> {
+        let mut watched = lock(&peer.watched);
+        if *watched == on || (on && peer.is_closed()) {
+            return Ok(());
+        }
+        let fd = peer.fd();
+        let token = Token(peer.id.0 as usize);
+        if on {
+            self.shared
+                .registry
+                .register(&mut SourceFd(&fd), token, Interest::READABLE)?;
+        } else {
+            self.shared.registry.deregister(&mut SourceFd(&fd))?;
+        }
+        *watched = on;
+        Ok(())
+    }
+
+    /// Gives a peer's socket back to the poll after reading it directly.
+    fn rewatch(&self, peer: &Peer) {
+        if let Err(e) = self.watch(peer, true) {
+            tracing::debug!(peer = peer.id.0, error = %e, "re-registering failed");
+            return;
+        }
+        if peer.missed.swap(false, Ordering::AcqRel) && !peer.is_closed() {
+            // The leader skipped an edge while we held the reader role: re-arm
+            // so that data still unread raises a new event.
+            let fd = peer.fd();
+            let _ = self.shared.registry.reregister(
+                &mut SourceFd(&fd),
+                Token(peer.id.0 as usize),
+                Interest::READABLE,
+            );
+        }
+    }
+
+    /// Reads what `peer` has sent (once), dispatching every whole frame.
+    fn read_once(
+        &self,
+        peer: &Arc<Peer>,
+        buf: &mut ReadBuf,
+        runnable: &mut Vec<Inbound>,
+    ) -> ReadResult {
+        match buf.read_from(&peer.stream) {
+            Ok(0) => {
+                self.close_peer(peer, None, false);
+                return ReadResult::Gone;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadResult::Empty,
+            Err(e) => {
+                self.close_peer(peer, Some(format!("read error: {e}")), true);
+                return ReadResult::Gone;
+            }
+        }
+        let forward = self.shared.role == Role::Master;
+        loop {
+            match buf.next_frame(&self.shared.decoder, self.shared.me, forward) {
+                Ok(None) => return ReadResult::Progress,
+                Ok(Some(incoming)) => {
+                    if let Err(reason) = self.dispatch(peer, incoming, runnable) {
+                        tracing::error!(peer = peer.id.0, twin = peer.twin_id(), %reason,
+                            "protocol violation by peer; closing it");
+                        self.close_peer(peer, Some(format!("protocol error: {reason}")), true);
+                        return ReadResult::Gone;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(peer = peer.id.0, twin = peer.twin_id(), error = %e,
+                        "corrupt stream from peer; closing it");
+                    self.close_peer(peer, Some(format!("protocol error: {e}")), true);
+                    return ReadResult::Gone;
+                }
+            }
+        }
+    }
+
+    /// Reads `peer` until it has nothing more (the leader's way).
+    fn drain(&self, peer: &Arc<Peer>, runnable: &mut Vec<Inbound>) {
+        let guard = match peer.reader.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                // Someone else reads it; make sure they re-arm the poll after.
+                peer.missed.store(true, Ordering::Release);
+                match peer.reader.try_lock() {
+                    Ok(guard) => {
+                        peer.missed.store(false, Ordering::Release);
+                        guard
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
+        let mut buf = guard;
+        while let ReadResult::Progress = self.read_once(peer, &mut buf, runnable) {}
+    }
+
+    /// Handles one frame read from `from`. `Err` closes that peer.
+    fn dispatch(
+        &self,
+        from: &Arc<Peer>,
+        incoming: Incoming,
+        runnable: &mut Vec<Inbound>,
+    ) -> Result<(), String> {
+        let envelope = match incoming {
+            Incoming::Forward { src, dst, frame } => {
+                if src != from.id {
+                    return Err(format!(
+                        "peer {} sent a frame claiming to be {}",
+                        from.id, src
+                    ));
+                }
+                self.forward(from, dst, frame);
+                return Ok(());
+            }
+            Incoming::Local(envelope) => envelope,
+        };
+        if self.shared.role == Role::Master && envelope.src != from.id {
+            return Err(format!(
+                "peer {} sent a frame claiming to be {}",
+                from.id, envelope.src
+            ));
+        }
+        tracing::trace!(src = envelope.src.0, "frame");
+        match envelope.message {
+            Message::Reply(reply) => self.complete(reply.id, Ok(reply.outcome)),
+            Message::Request(request) => {
+                let inbound = Inbound {
+                    src: envelope.src,
+                    request,
+                };
+                let target = lock(&self.shared.chains)
+                    .get(&inbound.request.chain)
+                    .map(|(waiter, _)| Arc::clone(waiter));
+                match target {
+                    Some(waiter) => waiter.push(inbound),
+                    None => runnable.push(inbound),
+                }
+            }
+            Message::Release(release) => {
+                let handler = Arc::clone(&self.shared.handler);
+                if catch_unwind(AssertUnwindSafe(|| handler.release(envelope.src, release)))
+                    .is_err()
+                {
+                    tracing::error!("the handler panicked in release");
+                }
+            }
+            Message::Shutdown => {
+                if self.shared.role == Role::Twin {
+                    tracing::debug!("shutdown requested by the master");
+                    self.begin_stop();
+                } else {
+                    return Err("a twin asked the master to shut down".into());
+                }
+            }
+            Message::PeerGone { peer, reason } => {
+                if self.shared.role == Role::Master {
+                    return Err("a twin sent PeerGone".into());
+                }
+                let done = lock(&self.shared.pending).fail_peer(peer, || CallError::PeerLost {
+                    peer,
+                    twin_id: format!("{peer}"),
+                    reason: reason.clone(),
+                });
+                for d in done {
+                    self.finish(d);
+                }
+            }
+            Message::Hello(_) => return Err("unexpected Hello after the handshake".into()),
+        }
+        Ok(())
+    }
+
+    /// Master: passes a frame between twins without decoding its message.
+    fn forward(&self, from: &Arc<Peer>, dst: PeerId, frame: Vec<u8>) {
+        let target = self.peer(dst).filter(|p| !p.is_closed());
+        let failure = match target {
+            Some(peer) => match peer.write_all(&frame) {
+                Ok(()) => return,
+                Err(_) => self.lost_error(&peer),
+            },
+            None => match self.peer_gone(dst) {
+                Some((twin_id, reason)) => CallError::PeerLost {
+                    peer: dst,
+                    twin_id,
+                    reason,
+                },
+                None => CallError::UnknownPeer(dst),
+            },
+        };
+        // If it was a request, answer it on the destination's behalf.
+        let Ok(Some((envelope, _))) = self.shared.decoder.decode(&frame) else {
+            return;
+        };
+        if let Message::Request(request) = envelope.message {
+            let outcome = Outcome::Err(RemoteError {
+                type_path: "cpy2py.errors.TwinterpeterTerminated".into(),
+                message: failure.to_string(),
+                traceback: String::new(),
+                pickle: None,
+            });
+            let reply = Envelope {
+                src: dst,
+                dst: from.id,
+                message: Message::Reply(Reply {
+                    id: request.id,
+                    outcome,
+                }),
+            };
+            let _ = self.send_to(from, &reply);
+        }
+    }
+
+    // ----- running requests --------------------------------------------------------
+
+    /// Runs a request on this thread and sends its reply.
+    pub(crate) fn run_inbound(&self, inbound: Inbound) {
+        let Inbound { src, request } = inbound;
+        let Request { id, chain, op } = request;
+        let outcome = {
+            let _chain = ChainGuard::enter(chain);
+            let ctx = RequestContext {
+                kernel: self,
+                src,
+                chain,
+            };
+            let handler = &self.shared.handler;
+            match catch_unwind(AssertUnwindSafe(|| handler.handle(&ctx, op))) {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "handler panicked".into());
+                    tracing::error!(%message, "the handler panicked");
+                    Outcome::Err(RemoteError {
+                        type_path: "cpy2py.errors.CPy2PyException".into(),
+                        message: format!("the cpy2py handler panicked: {message}"),
+                        traceback: String::new(),
+                        pickle: None,
+                    })
+                }
+            }
+        };
+        self.reply(src, id, outcome);
+    }
+
+    /// Hands requests to the pool.
+    fn enqueue(&self, work: Vec<Inbound>) {
+        if work.is_empty() {
+            return;
+        }
+        let spawn = {
+            let mut pool = lock(&self.shared.pool);
+            let n = work.len();
+            pool.ready.extend(work);
+            for _ in 0..n.min(pool.idle) {
+                self.shared.pool_cv.notify_one();
+            }
+            n.saturating_sub(pool.idle)
+        };
+        for _ in 0..spawn {
+            if let Err(e) = self.spawn_pool_thread() {
+                tracing::error!(error = %e, "cannot start a pool thread");
+            }
+        }
+    }
+
+    pub(crate) fn spawn_pool_thread(&self) -> io::Result<()> {
+        lock(&self.shared.pool).threads += 1;
+        let kernel = self.clone();
+        let result = std::thread::Builder::new()
+            .name("cpy2py-pool".into())
+            .spawn(move || kernel.pool_loop(false));
+        if let Err(e) = result {
+            lock(&self.shared.pool).threads -= 1;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The life of a pool thread: run ready requests, else lead (poll), else
+    /// wait to lead. `main` marks the twin's serving thread, which never
+    /// retires.
+    fn pool_loop(&self, main: bool) {
+        loop {
+            let job = {
+                let mut pool = lock(&self.shared.pool);
+                loop {
+                    if self.is_stopping() {
+                        pool.threads -= 1;
+                        self.shared.pool_cv.notify_all();
+                        return;
+                    }
+                    if let Some(job) = pool.ready.pop_front() {
+                        break Some(job);
+                    }
+                    if !pool.leader {
+                        pool.leader = true;
+                        break None;
+                    }
+                    if !main && pool.idle >= self.shared.config.max_idle_workers {
+                        pool.threads -= 1;
+                        return;
+                    }
+                    pool.idle += 1;
+                    pool = self
+                        .shared
+                        .pool_cv
+                        .wait(pool)
+                        .unwrap_or_else(|e| e.into_inner());
+                    pool.idle -= 1;
+                }
+            };
+            let job = match job {
+                Some(job) => Some(job),
+                None => self.lead(),
+            };
+            if let Some(job) = job {
+                self.run_inbound(job);
+            }
+        }
+    }
+
+    /// Polls as the pool's leader until there is a request to run, which is
+    /// returned after leadership has passed on.
+    fn lead(&self) -> Option<Inbound> {
+        let mut guard = lock(&self.shared.poll);
+        let (poll, events) = &mut *guard;
+        let mut runnable = Vec::new();
+        loop {
+            if self.is_stopping() {
+                drop(guard);
+                self.step_down(Vec::new());
+                return None;
+            }
+            if let Err(e) = poll.poll(events, None) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "poll failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            for event in events.iter() {
+                if event.token() == WAKER {
+                    continue;
+                }
+                let id = PeerId(event.token().0 as u32);
+                if let Some(peer) = self.peer(id) {
+                    self.drain(&peer, &mut runnable);
+                }
+            }
+            if !runnable.is_empty() {
+                drop(guard);
+                let first = runnable.remove(0);
+                self.step_down(runnable);
+                return Some(first);
+            }
+        }
+    }
+
+    /// Gives up leadership (a follower or a new thread takes it) and queues
+    /// `extra` requests for other threads.
+    fn step_down(&self, extra: Vec<Inbound>) {
+        let needed = {
+            let mut pool = lock(&self.shared.pool);
+            pool.leader = false;
+            let n = extra.len() + 1;
+            pool.ready.extend(extra);
+            for _ in 0..n.min(pool.idle) {
+                self.shared.pool_cv.notify_one();
+            }
+            if self.is_stopping() {
+                0
+            } else {
+                n.saturating_sub(pool.idle)
+            }
+        };
+        for _ in 0..needed {
+            if let Err(e) = self.spawn_pool_thread() {
+                tracing::error!(error = %e, "cannot start a pool thread");
+            }
+        }
+    }
+
+    /// Twin: serves requests on the calling thread until the master shuts this
+    /// twin down or goes away.
+    pub fn serve(&self) {
+        lock(&self.shared.pool).threads += 1;
+        self.pool_loop(true);
+    }
+
+    /// Starts stopping: wakes every thread so that pool threads exit and
+    /// pending calls fail.
+    pub(crate) fn begin_stop(&self) {
+        if self.shared.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let done = lock(&self.shared.pending).fail_all(|| CallError::ShuttingDown);
+        for d in done {
+            self.finish(d);
+        }
+        for (_, (waiter, _)) in lock(&self.shared.chains).iter() {
+            waiter.wake();
+        }
+        let _ = self.shared.waker.wake();
+        self.shared.pool_cv.notify_all();
+        if let (Role::Twin, Some(grace)) = (self.shared.role, self.shared.config.exit_after_stop) {
+            let spawned = std::thread::Builder::new()
+                .name("cpy2py-exit".into())
+                .spawn(move || {
+                    std::thread::sleep(grace);
+                    tracing::debug!("twin did not exit after stopping; exiting now");
+                    sys::exit_now(0);
+                });
+            if spawned.is_err() {
+                sys::exit_now(0);
+            }
+        }
+    }
+
+    /// Closes a peer: fails every call pending on it, reaps its process (master)
+    /// and tells the handler. `reason` overrides the exit status in messages;
+    /// `kill` kills the twin's process first (protocol errors).
+    pub(crate) fn close_peer(&self, peer: &Arc<Peer>, reason: Option<String>, kill: bool) {
+        if peer.is_closed() {
+            return;
+        }
+        let _ = self.watch(peer, false);
+        let _ = peer.stream.shutdown(std::net::Shutdown::Both);
+        let status = {
+            let mut child = lock(&peer.child);
+            match child.as_mut() {
+                Some(child) => {
+                    if kill {
+                        let _ = child.kill();
+                    }
+                    Some(crate::spawn::reap(child, Duration::from_millis(500)))
+                }
+                None => None,
+            }
+        };
+        let reason = match (reason, status) {
+            (Some(r), Some(s)) => format!("{r}; the process {s}"),
+            (Some(r), None) => r,
+            (None, Some(s)) => s,
+            (None, None) => "connection closed".into(),
+        };
+        if peer.closed.set(reason.clone()).is_err() {
+            return;
+        }
+        tracing::debug!(peer = peer.id.0, twin = peer.twin_id(), %reason, "peer lost");
+        lock(&self.shared.gone).insert(peer.id, (peer.twin_id().to_owned(), reason.clone()));
+        {
+            let mut peers = self
+                .shared
+                .peers
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if peers.get(&peer.id).is_some_and(|p| Arc::ptr_eq(p, peer)) {
+                peers.remove(&peer.id);
+            }
+        }
+        let lost = || CallError::PeerLost {
+            peer: peer.id,
+            twin_id: peer.twin_id().to_owned(),
+            reason: reason.clone(),
+        };
+        let done = if self.shared.role == Role::Twin {
+            lock(&self.shared.pending).fail_all(lost)
+        } else {
+            lock(&self.shared.pending).fail_peer(peer.id, lost)
+        };
+        for d in done {
+            self.finish(d);
+        }
+        if self.shared.role == Role::Master {
+            let gone = Message::PeerGone {
+                peer: peer.id,
+                reason: reason.clone(),
+            };
+            let others: Vec<Arc<Peer>> = self
+                .shared
+                .peers
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .values()
+                .cloned()
+                .collect();
+            for other in others {
+                let envelope = Envelope {
+                    src: self.shared.me,
+                    dst: other.id,
+                    message: gone.clone(),
+                };
+                let _ = self.send_to(&other, &envelope);
+            }
+        }
+        let handler = Arc::clone(&self.shared.handler);
+        let _ = catch_unwind(AssertUnwindSafe(|| handler.peer_lost(peer.id, &reason)));
+        if self.shared.role == Role::Twin {
+            self.begin_stop();
+        }
+    }
+
+    /// Twin: whether the master is still connected.
+    pub fn master_alive(&self) -> bool {
+        self.peer(PeerId::MASTER).is_some_and(|p| !p.is_closed())
+    }
+
+    /// Master: whether twin `id` is connected and its process runs.
+    pub fn is_alive(&self, id: PeerId) -> bool {
+        let Some(peer) = self.peer(id) else {
+            return false;
+        };
+        if peer.is_closed() {
+            return false;
+        }
+        let exited = lock(&peer.child)
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if exited {
+            self.close_peer(&peer, None, false);
+            return false;
+        }
+        true
+    }
+
+    /// Master: stops twin `id`: asks it to shut down, kills it after `grace`,
+    /// reaps it and fails every call pending on it. Returns how it ended.
+    pub fn stop_twin(&self, id: PeerId, grace: Duration) -> Result<String, KernelError> {
+        let Some(peer) = self.peer(id) else {
+            return match self.peer_gone(id) {
+                Some((_, reason)) => Ok(reason),
+                None => Err(KernelError::UnknownPeer(id)),
+            };
+        };
+        tracing::debug!(peer = id.0, twin = peer.twin_id(), "stopping twin");
+        let envelope = Envelope {
+            src: self.shared.me,
+            dst: id,
+            message: Message::Shutdown,
+        };
+        let _ = self.send_to(&peer, &envelope);
+        let status = {
+            let mut child = lock(&peer.child);
+            child.as_mut().map(|c| crate::spawn::reap(c, grace))
+        };
+        let reason = match &status {
+            Some(s) => format!("stopped; the process {s}"),
+            None => "stopped".into(),
+        };
+        self.close_peer(&peer, Some("stopped".into()), false);
+        Ok(self.peer_gone(id).map(|(_, r)| r).unwrap_or(reason))
+    }
+
+    /// Stops every twin (master) and the pool threads. Calls pending anywhere
+    /// fail with [`CallError::ShuttingDown`].
+    pub fn shutdown(&self, grace: Duration) {
+        if self.shared.role == Role::Master {
+            for (id, _) in self.peers() {
+                let _ = self.stop_twin(id, grace);
+            }
+        }
+        self.begin_stop();
+    }
+}
+
+/// What one read of a peer's socket gave.
+enum ReadResult {
+    /// Bytes arrived (and whole frames were dispatched).
+    Progress,
+    /// Nothing to read now.
+    Empty,
+    /// The peer is gone (end of stream, error or protocol violation).
+    Gone,
+}
+
+impl PendingCall {
+    /// The request's id.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    /// Waits up to `timeout` (forever if `None`) for the outcome. Returns
+    /// `None` on timeout; the call stays pending and can be waited for again.
+    ///
+    /// While waiting, this thread reads the socket the reply comes from and
+    /// runs requests of its own chain (nested callbacks) that arrive meanwhile.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Option<Result<Outcome, CallError>> {
+        if self.finished {
+            return Some(Err(CallError::Timeout));
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let kernel = self.kernel.clone();
+        loop {
+            if let Some(result) = lock(&kernel.shared.pending).take(self.id) {
+                self.finish();
+                return Some(result);
+            }
+            if let Some(inbound) = self.waiter.pop() {
+                kernel.run_inbound(inbound);
+                continue;
+            }
+            let remaining = match deadline {
+                None => None,
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    Some(d - now)
+                }
+            };
+            self.waiter.clear();
+            if lock(&kernel.shared.pending).has_result(self.id) {
+                continue;
+            }
+            if self.route.is_closed() || kernel.is_stopping() {
+                // The failure sweep completes every slot; wait for it briefly.
+                let _ = sys::poll2(
+                    self.waiter.fd(),
+                    None,
+                    false,
+                    Some(Duration::from_millis(5)),
+                );
+                if !lock(&kernel.shared.pending).has_result(self.id) {
+                    lock(&kernel.shared.pending).abandon(self.id);
+                    self.finish();
+                    let err = if self.route.is_closed() {
+                        kernel.lost_error(&self.route)
+                    } else {
+                        CallError::ShuttingDown
+                    };
+                    return Some(Err(err));
+                }
+                continue;
+            }
+            match self.route.reader.try_lock() {
+                Ok(mut buf) => {
+                    let _ = kernel.watch(&self.route, false);
+                    let mut runnable = Vec::new();
+                    loop {
+                        let ready = match sys::poll2(
+                            self.route.fd(),
+                            Some(self.waiter.fd()),
+                            false,
+                            remaining,
+                        ) {
+                            Ok(ready) => ready,
+                            Err(_) => break,
+                        };
+                        if !ready.first {
+                            // Woken for something else, or timed out.
+                            break;
+                        }
+                        let result = kernel.read_once(&self.route, &mut buf, &mut runnable);
+                        if !runnable.is_empty() {
+                            kernel.enqueue(std::mem::take(&mut runnable));
+                        }
+                        if matches!(result, ReadResult::Gone)
+                            || ready.second
+                            || lock(&kernel.shared.pending).has_result(self.id)
+                        {
+                            break;
+                        }
+                    }
+                    drop(buf);
+                    kernel.rewatch(&self.route);
+                    kernel.enqueue(runnable);
+                }
+                Err(_) => {
+                    let _ = sys::poll2(self.waiter.fd(), None, false, remaining);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.kernel.leave_chain(self.chain, &self.waiter);
+        }
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if !self.finished {
+            lock(&self.kernel.shared.pending).abandon(self.id);
+            self.finish();
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! Starting twins (master side), connecting to the master (twin side), and the
+//! Hello handshake both ways.
+
+use crate::error::KernelError;
+use crate::handler::Handler;
+use crate::kernel::{Kernel, KernelConfig, LocalInfo, Role};
+use crate::peer::{Incoming, Peer, ReadBuf, lock, write_all_fd};
+use crate::sys;
+use cpy2py_wire::{Envelope, FrameDecoder, Hello, Message, PROTOCOL_VERSION, PeerId, encode_frame};
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Environment variable naming the twin's end of the socketpair.
+pub const ENV_FD: &str = "CPY2PY_FD";
+/// Environment variable naming a copy of the master's stderr for the twin.
+pub const ENV_STDERR_FD: &str = "CPY2PY_STDERR_FD";
+/// Environment variable carrying the twin's id.
+pub const ENV_TWIN_ID: &str = "CPY2PY_TWIN_ID";
+
+/// How to start a twin.
+#[derive(Clone, Debug)]
+pub struct TwinSpec {
+    /// The interpreter to run.
+    pub executable: PathBuf,
+    /// The twin's id (unique among running twins).
+    pub twin_id: String,
+    /// Arguments (e.g. `["-m", "cpy2py.twin"]`).
+    pub args: Vec<OsString>,
+    /// Variables added to the inherited environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Working directory (inherited if `None`).
+    pub cwd: Option<PathBuf>,
+    /// Limit from process start to the end of the handshake (the kernel's
+    /// configured default if `None`).
+    pub startup_timeout: Option<Duration>,
+}
+
+impl TwinSpec {
+    /// A spec running `executable -m cpy2py.twin` with id `twin_id`.
+    pub fn python(executable: impl Into<PathBuf>, twin_id: impl Into<String>) -> Self {
+        TwinSpec {
+            executable: executable.into(),
+            twin_id: twin_id.into(),
+            args: vec!["-m".into(), "cpy2py.twin".into()],
+            env: Vec::new(),
+            cwd: None,
+            startup_timeout: None,
+        }
+    }
+}
+
+/// A started twin.
+#[derive(Clone, Debug)]
+pub struct TwinInfo {
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Its process id.
+    pub pid: u32,
+    /// Its interpreter, from the handshake.
+    pub interpreter: String,
+    /// Its interpreter's version.
+    pub version: String,
+}
+
+/// A twin process we started, during its handshake.
+struct Started {
+    child: Child,
+    stderr: OwnedFd,
+}
+
+/// A fork+exec done by the spawner thread.
+pub(crate) struct SpawnJob {
+    command: Command,
+    reply: mpsc::Sender<io::Result<Child>>,
+}
+
+/// Twins are started from one long-lived thread because the parent-death
+/// signal fires when the *thread* that forked exits, not the process.
+fn spawner(kernel: &Kernel) -> io::Result<mpsc::Sender<SpawnJob>> {
+    let mut slot = lock(&kernel.shared.spawner);
+    if let Some(tx) = &*slot {
+        return Ok(tx.clone());
+    }
+    let (tx, rx) = mpsc::channel::<SpawnJob>();
+    std::thread::Builder::new()
+        .name("cpy2py-spawner".into())
+        .spawn(move || {
+            for mut job in rx {
+                let _ = job.reply.send(job.command.spawn());
+            }
+        })?;
+    *slot = Some(tx.clone());
+    Ok(tx)
+}
+
+/// Waits up to `grace` for `child` to exit, then kills it; always reaps it.
+/// Returns how it ended.
+pub(crate) fn reap(child: &mut Child, grace: Duration) -> String {
+    let deadline = Instant::now() + grace;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return sys::describe_status(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Ok(None) => {
+                tracing::debug!(pid = child.id(), "twin did not exit in time; killing it");
+                let _ = child.kill();
+                return match child.wait() {
+                    Ok(status) => sys::describe_status(status),
+                    Err(e) => format!("could not be reaped: {e}"),
+                };
+            }
+            Err(e) => return format!("could not be reaped: {e}"),
+        }
+    }
+}
+
+fn hello(kernel_local: &LocalInfo, peer: PeerId) -> Hello {
+    Hello {
+        protocol: PROTOCOL_VERSION,
+        peer,
+        twin_id: kernel_local.name.clone(),
+        pid: sys::getpid(),
+        interpreter: kernel_local.interpreter.clone(),
+        version: kernel_local.version.clone(),
+        pickle_protocol: kernel_local.pickle_protocol,
+    }
+}
+
+fn send_hello(stream: &UnixStream, src: PeerId, dst: PeerId, hello: Hello) -> io::Result<()> {
+    let mut buf = Vec::new();
+    let envelope = Envelope {
+        src,
+        dst,
+        message: Message::Hello(hello),
+    };
+    encode_frame(&envelope, &mut buf).map_err(io::Error::other)?;
+    write_all_fd(stream.as_raw_fd(), &buf)
+}
+
+/// Why reading the peer's Hello failed.
+enum HelloError {
+    Timeout,
+    Closed,
+    Exited(String),
+    Bad(String),
+}
+
+/// Reads one Hello from a non-blocking stream, giving up at `deadline` or
+/// when `exited` reports the process gone.
+fn read_hello(
+    stream: &UnixStream,
+    buf: &mut ReadBuf,
+    decoder: &FrameDecoder,
+    me: PeerId,
+    deadline: Instant,
+    mut exited: impl FnMut() -> Option<String>,
+) -> Result<Envelope, HelloError> {
+    loop {
+        match buf.next_frame(decoder, me, false) {
+            Ok(Some(Incoming::Local(envelope))) => return Ok(envelope),
+            Ok(Some(Incoming::Forward { .. })) => {
+                return Err(HelloError::Bad(
+                    "a forwarded frame during the handshake".into(),
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(HelloError::Bad(e.to_string())),
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(HelloError::Timeout);
+        }
+        let slice = (deadline - now).min(Duration::from_millis(20));
+        match sys::poll2(stream.as_raw_fd(), None, false, Some(slice)) {
+            Ok(ready) if ready.first => match buf.read_from(stream) {
+                Ok(0) => {
+                    return Err(match exited() {
+                        Some(status) => HelloError::Exited(status),
+                        None => HelloError::Closed,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(HelloError::Bad(e.to_string())),
+            },
+            Ok(_) => {
+                if let Some(status) = exited() {
+                    return Err(HelloError::Exited(status));
+                }
+            }
+            Err(e) => return Err(HelloError::Bad(e.to_string())),
+        }
+    }
+}
+
+/// Checks the peer's Hello; returns it.
+fn check_hello(
+    envelope: Envelope,
+    expect_peer: Option<PeerId>,
+    expect_name: Option<&str>,
+) -> Result<Hello, String> {
+    let Message::Hello(hello) = envelope.message else {
+        return Err("the first message was not Hello".into());
+    };
+    if hello.protocol != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} is not ours ({PROTOCOL_VERSION}); install the same cpy2py version in both interpreters",
+            hello.protocol
+        ));
+    }
+    if let Some(peer) = expect_peer {
+        if hello.peer != peer || envelope.src != peer {
+            return Err(format!("expected peer {peer}, got {}", hello.peer));
+        }
+    }
+    if let Some(name) = expect_name {
+        if hello.twin_id != name {
+            return Err(format!(
+                "expected twin id {name:?}, got {:?}",
+                hello.twin_id
+            ));
+        }
+    }
+    Ok(hello)
+}
+
+/// Reads what a twin wrote to stderr before it redirected it (non-blocking).
+fn read_stderr(pipe: &OwnedFd) -> String {
+    let _ = sys::set_nonblocking(pipe.as_raw_fd(), true);
+    // SAFETY: we borrow the fd for the duration of the reads; ManuallyDrop keeps
+    // the File from closing it.
+    let mut file =
+        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(pipe.as_raw_fd()) });
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while out.len() < 64 * 1024 {
+        match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Kernel {
+    /// Master: starts a twin and completes the handshake.
+    ///
+    /// The twin inherits stdin and stdout; its stderr is captured until it has
+    /// connected (so that a failing start can show it) and then restored to
+    /// ours. It gets SIGKILL if this process dies.
+    pub fn spawn(&self, spec: TwinSpec) -> Result<TwinInfo, KernelError> {
+        if self.role() != Role::Master {
+            return Err(KernelError::NotATwin("only the master starts twins".into()));
+        }
+        if self.is_stopping() {
+            return Err(KernelError::ShuttingDown);
+        }
+        if self.peer_by_name(&spec.twin_id).is_some() {
+            return Err(KernelError::DuplicateTwin(spec.twin_id));
+        }
+        let io_err = |context| move |source| KernelError::Io { context, source };
+        let (ours, theirs) = UnixStream::pair().map_err(io_err("creating a socketpair"))?;
+        let (err_read, err_write) = sys::pipe().map_err(io_err("creating the stderr pipe"))?;
+        let our_stderr = sys::dup(2).map_err(io_err("duplicating stderr"))?;
+        let peer_id = PeerId(
+            self.shared
+                .next_peer
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+
+        let child_fd: RawFd = theirs.as_raw_fd();
+        let stderr_fd: RawFd = our_stderr.as_raw_fd();
+        let parent = sys::getpid() as libc::pid_t;
+        let mut command = Command::new(&spec.executable);
+        command
+            .args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .env(ENV_FD, child_fd.to_string())
+            .env(ENV_STDERR_FD, stderr_fd.to_string())
+            .env(ENV_TWIN_ID, &spec.twin_id)
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::from(err_write));
+        if let Some(cwd) = &spec.cwd {
+            command.current_dir(cwd);
+        }
+        // SAFETY: the closure runs between fork and exec and only calls
+        // async-signal-safe functions (fcntl, prctl, getppid) on integers; it
+        // allocates nothing and takes no locks.
+        unsafe {
+            command.pre_exec(move || {
+                sys::clear_cloexec(child_fd)?;
+                sys::clear_cloexec(stderr_fd)?;
+                sys::die_with_parent(parent)
+            });
+        }
+        let (tx, rx) = mpsc::channel();
+        let spawn_result = spawner(self)
+            .map_err(io_err("starting the spawner thread"))?
+            .send(SpawnJob { command, reply: tx })
+            .ok()
+            .and_then(|_| rx.recv().ok())
+            .unwrap_or_else(|| Err(io::Error::other("the spawner thread is gone")));
+        // Our copies of the child's ends must close, or we would never see EOF.
+        drop(theirs);
+        drop(our_stderr);
+        let child = spawn_result.map_err(|source| KernelError::Spawn {
+            twin_id: spec.twin_id.clone(),
+            path: spec.executable.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        tracing::debug!(twin = %spec.twin_id, pid, peer = peer_id.0, "twin process started");
+
+        let timeout = spec
+            .startup_timeout
+            .unwrap_or(self.shared.config.handshake_timeout);
+        let info = self.handshake(
+            ours,
+            peer_id,
+            &spec.twin_id,
+            &spec.executable,
+            Some(Started {
+                child,
+                stderr: err_read,
+            }),
+            timeout,
+        )?;
+        tracing::debug!(twin = %spec.twin_id, pid, peer = peer_id.0, "twin connected");
+        Ok(info)
+    }
+
+    /// Master: adopts a twin already connected to `stream` (for example one run
+    /// in another thread of this process, or started by the host itself) and
+    /// completes the handshake. Its other end must go to [`Kernel::connect_stream`].
+    pub fn attach(&self, stream: UnixStream, twin_id: &str) -> Result<TwinInfo, KernelError> {
+        if self.role() != Role::Master {
+            return Err(KernelError::NotATwin(
+                "only the master attaches twins".into(),
+            ));
+        }
+        if self.peer_by_name(twin_id).is_some() {
+            return Err(KernelError::DuplicateTwin(twin_id.to_owned()));
+        }
+        let peer_id = PeerId(
+            self.shared
+                .next_peer
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        let timeout = self.shared.config.handshake_timeout;
+        self.handshake(
+            stream,
+            peer_id,
+            twin_id,
+            std::path::Path::new("<attached>"),
+            None,
+            timeout,
+        )
+    }
+
+    fn handshake(
+        &self,
+        ours: UnixStream,
+        peer_id: PeerId,
+        twin_id: &str,
+        path: &std::path::Path,
+        mut started: Option<Started>,
+        timeout: Duration,
+    ) -> Result<TwinInfo, KernelError> {
+        let pid = started.as_ref().map_or(0, |s| s.child.id());
+        let stderr = |started: &Option<Started>| {
+            started
+                .as_ref()
+                .map(|s| read_stderr(&s.stderr))
+                .unwrap_or_default()
+        };
+        let kill = |started: &mut Option<Started>| {
+            if let Some(s) = started {
+                let _ = s.child.kill();
+                let _ = s.child.wait();
+            }
+        };
+        let exited_early = |started: &mut Option<Started>| -> Option<KernelError> {
+            let s = started.as_mut()?;
+            let status = match s.child.try_wait() {
+                Ok(Some(status)) => sys::describe_status(status),
+                _ => reap(&mut s.child, Duration::from_millis(500)),
+            };
+            Some(KernelError::ExitedEarly {
+                twin_id: twin_id.to_owned(),
+                path: path.to_owned(),
+                pid,
+                status,
+                stderr: read_stderr(&s.stderr),
+            })
+        };
+        let setup = || -> io::Result<()> {
+            sys::set_nonblocking(ours.as_raw_fd(), true)?;
+            send_hello(
+                &ours,
+                PeerId::MASTER,
+                peer_id,
+                hello(&self.shared.local, peer_id),
+            )
+        };
+        if let Err(source) = setup() {
+            // The twin may already be gone (EPIPE): report that if so.
+            std::thread::sleep(Duration::from_millis(50));
+            if let Some(Ok(Some(_))) = started.as_mut().map(|s| s.child.try_wait()) {
+                if let Some(err) = exited_early(&mut started) {
+                    return Err(err);
+                }
+            }
+            kill(&mut started);
+            return Err(KernelError::Io {
+                context: "sending the handshake",
+                source,
+            });
+        }
+        let mut buf = ReadBuf::new();
+        let decoder = FrameDecoder::new(self.shared.config.max_frame);
+        let result = read_hello(
+            &ours,
+            &mut buf,
+            &decoder,
+            PeerId::MASTER,
+            Instant::now() + timeout,
+            || match started.as_mut().map(|s| s.child.try_wait()) {
+                Some(Ok(Some(status))) => Some(sys::describe_status(status)),
+                _ => None,
+            },
+        );
+        let handshake_error = |reason: String, stderr: String| KernelError::Handshake {
+            peer: format!("twin {twin_id:?} (pid {pid})"),
+            reason: if stderr.trim().is_empty() {
+                reason
+            } else {
+                format!("{reason}; its stderr:\n{}", stderr.trim_end())
+            },
+        };
+        let envelope = match result {
+            Ok(envelope) => envelope,
+            Err(HelloError::Exited(_)) | Err(HelloError::Closed) => {
+                return Err(exited_early(&mut started).unwrap_or_else(|| {
+                    handshake_error("the twin closed the connection".into(), String::new())
+                }));
+            }
+            Err(HelloError::Timeout) => {
+                kill(&mut started);
+                return Err(KernelError::HandshakeTimeout {
+                    twin_id: twin_id.to_owned(),
+                    path: path.to_owned(),
+                    pid,
+                    seconds: timeout.as_secs_f64(),
+                    stderr: stderr(&started),
+                });
+            }
+            Err(HelloError::Bad(reason)) => {
+                kill(&mut started);
+                return Err(handshake_error(reason, stderr(&started)));
+            }
+        };
+        let hello = match check_hello(envelope, Some(peer_id), Some(twin_id)) {
+            Ok(hello) => hello,
+            Err(reason) => {
+                kill(&mut started);
+                return Err(handshake_error(reason, stderr(&started)));
+            }
+        };
+        let info = TwinInfo {
+            peer: peer_id,
+            pid: hello.pid,
+            interpreter: hello.interpreter.clone(),
+            version: hello.version.clone(),
+        };
+        let peer = Arc::new(Peer::new(peer_id, hello, ours, buf));
+        if let Some(started) = started {
+            // Whatever the twin wrote before redirecting its stderr belongs on ours.
+            let early = read_stderr(&started.stderr);
+            if !early.is_empty() {
+                eprint!("{early}");
+            }
+            *lock(&peer.child) = Some(started.child);
+        }
+        self.insert_peer(peer)?;
+        Ok(info)
+    }
+
+    /// Twin: connects to the master named by this process's environment and
+    /// completes the handshake. Call [`Kernel::serve`] next.
+    pub fn connect_twin(
+        mut local: LocalInfo,
+        config: KernelConfig,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Kernel, KernelError> {
+        let fd: RawFd = std::env::var(ENV_FD)
+            .map_err(|_| KernelError::NotATwin(format!("{ENV_FD} is not set")))?
+            .parse()
+            .map_err(|_| KernelError::NotATwin(format!("{ENV_FD} is not a number")))?;
+        // SAFETY: F_GETFD on an integer only queries flags; it fails for a closed fd.
+        if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(KernelError::NotATwin(format!(
+                "{ENV_FD}={fd} is not an open file"
+            )));
+        }
+        // SAFETY: the fd was inherited from the master for us alone and is open
+        // (checked above); nothing else in this process owns it.
+        let stream = unsafe { UnixStream::from_raw_fd(fd) };
+        let io_err = |context| move |source| KernelError::Io { context, source };
+        // Restore the master's stderr now that we know we can connect.
+        if let Some(err_fd) = std::env::var(ENV_STDERR_FD)
+            .ok()
+            .and_then(|v| v.parse::<RawFd>().ok())
+        {
+            // SAFETY: F_GETFD only queries flags of an integer fd.
+            if err_fd > 2 && unsafe { libc::fcntl(err_fd, libc::F_GETFD) } >= 0 {
+                sys::dup2(err_fd, 2).map_err(io_err("restoring stderr"))?;
+                // SAFETY: the inherited copy is ours alone and no longer needed.
+                drop(unsafe { OwnedFd::from_raw_fd(err_fd) });
+            }
+        }
+        if let Ok(id) = std::env::var(ENV_TWIN_ID) {
+            local.name = id;
+        }
+        Kernel::connect_stream(stream, local, config, handler)
+    }
+
+    /// Twin: completes the handshake with a master over `stream` (the other end
+    /// of [`Kernel::attach`], or of the socket a master passed to this process).
+    pub fn connect_stream(
+        stream: UnixStream,
+        local: LocalInfo,
+        config: KernelConfig,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Kernel, KernelError> {
+        let io_err = |context| move |source| KernelError::Io { context, source };
+        sys::set_nonblocking(stream.as_raw_fd(), true).map_err(io_err("configuring the socket"))?;
+        let decoder = FrameDecoder::new(config.max_frame);
+        let mut buf = ReadBuf::new();
+        let deadline = Instant::now() + config.handshake_timeout;
+        let envelope = read_hello(
+            &stream,
+            &mut buf,
+            &decoder,
+            PeerId(u32::MAX),
+            deadline,
+            || None,
+        )
+        .map_err(|e| KernelError::Handshake {
+            peer: "master".into(),
+            reason: match e {
+                HelloError::Timeout => "no Hello from the master in time".into(),
+                HelloError::Closed => "the master closed the connection".into(),
+                HelloError::Exited(s) | HelloError::Bad(s) => s,
+            },
+        })?;
+        let master_hello =
+            check_hello(envelope, None, None).map_err(|reason| KernelError::Handshake {
+                peer: "master".into(),
+                reason,
+            })?;
+        let me = master_hello.peer;
+        let kernel = Kernel::build(
+            me,
+            Role::Twin,
+            local,
+            master_hello.twin_id.clone(),
+            config,
+            handler,
+        )?;
+        send_hello(&stream, me, PeerId::MASTER, hello(&kernel.shared.local, me))
+            .map_err(io_err("sending the handshake"))?;
+        let master = Arc::new(Peer::new(PeerId::MASTER, master_hello, stream, buf));
+        kernel.insert_peer(master)?;
+        tracing::debug!(twin = %kernel.name(), peer = me.0, "connected to the master");
+        Ok(kernel)
+    }
+}

@@ -1,0 +1,129 @@
+//! Per-thread state: the eventfd that wakes a thread blocked in the kernel, the
+//! requests handed to it (reentrant callbacks), and the chain it is on.
+
+use crate::sys;
+use cpy2py_wire::{ChainId, PeerId, Request};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A request addressed to this process, with the peer it came from.
+pub(crate) struct Inbound {
+    /// The sending peer (where the reply goes).
+    pub src: PeerId,
+    /// The request.
+    pub request: Request,
+}
+
+/// What a thread blocked in the kernel can be woken for.
+pub(crate) struct Waiter {
+    efd: OwnedFd,
+    inbox: Mutex<VecDeque<Inbound>>,
+}
+
+impl Waiter {
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Waiter {
+            efd: sys::eventfd()?,
+            inbox: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// Wakes the thread (if it is blocked) so that it looks at its state again.
+    pub(crate) fn wake(&self) {
+        sys::eventfd_signal(&self.efd);
+    }
+
+    /// Clears pending wake-ups; call before re-checking state, then block.
+    pub(crate) fn clear(&self) {
+        sys::eventfd_drain(&self.efd);
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.efd.as_raw_fd()
+    }
+
+    /// Hands a request to this thread and wakes it.
+    pub(crate) fn push(&self, inbound: Inbound) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(inbound);
+        self.wake();
+    }
+
+    /// The next request handed to this thread.
+    pub(crate) fn pop(&self) -> Option<Inbound> {
+        self.inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
+}
+
+static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
+
+struct ThreadState {
+    waiter: RefCell<Option<Arc<Waiter>>>,
+    number: Cell<u64>,
+    chains: RefCell<Vec<ChainId>>,
+}
+
+thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState { waiter: RefCell::new(None), number: Cell::new(0), chains: RefCell::new(Vec::new()) }
+    };
+}
+
+/// This thread's waiter, created on first use.
+pub(crate) fn current_waiter() -> io::Result<Arc<Waiter>> {
+    THREAD.with(|t| {
+        let mut slot = t.waiter.borrow_mut();
+        if let Some(w) = &*slot {
+            return Ok(Arc::clone(w));
+        }
+        let w = Arc::new(Waiter::new()?);
+        *slot = Some(Arc::clone(&w));
+        Ok(w)
+    })
+}
+
+/// The chain this thread is on: the one of the request it is running, or its
+/// own (started here, in peer `me`).
+pub(crate) fn current_chain(me: PeerId) -> ChainId {
+    THREAD.with(|t| {
+        if let Some(chain) = t.chains.borrow().last() {
+            return *chain;
+        }
+        let mut number = t.number.get();
+        if number == 0 {
+            number = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+            t.number.set(number);
+        }
+        ChainId {
+            origin: me,
+            thread: number,
+        }
+    })
+}
+
+/// While alive, this thread is on `chain` (it runs a request of that chain).
+pub(crate) struct ChainGuard(());
+
+impl ChainGuard {
+    pub(crate) fn enter(chain: ChainId) -> ChainGuard {
+        THREAD.with(|t| t.chains.borrow_mut().push(chain));
+        ChainGuard(())
+    }
+}
+
+impl Drop for ChainGuard {
+    fn drop(&mut self) {
+        THREAD.with(|t| {
+            t.chains.borrow_mut().pop();
+        });
+    }
+}

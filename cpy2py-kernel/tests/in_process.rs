@@ -1,0 +1,292 @@
+//! A master and a twin kernel in one process, joined by a socketpair: calls,
+//! concurrency, reentrant callbacks and peer loss, without spawning processes.
+
+use cpy2py_kernel::{
+    CallError, Handler, Kernel, KernelConfig, LocalInfo, RequestContext, TwinInfo,
+};
+use cpy2py_wire::{Op, Outcome, PeerId, RemoteError, Value};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LIMIT: Option<Duration> = Some(Duration::from_secs(20));
+
+/// Serves `add(a, b)`, `echo(x)`, `thread()` (the OS thread serving it),
+/// `bounce(n)`: calls the other side's `bounce(n - 1)` until 0 and returns the
+/// list of serving threads, and `fail()`.
+struct Calc;
+
+fn call_op(name: &str, args: Vec<Value>) -> Op {
+    Op::CallGlobal {
+        module: "calc".into(),
+        qualname: name.into(),
+        args,
+        kwargs: vec![],
+    }
+}
+
+fn thread_tag() -> Value {
+    Value::Str(format!("{:?}", std::thread::current().id()))
+}
+
+impl Handler for Calc {
+    fn handle(&self, ctx: &RequestContext<'_>, op: Op) -> Outcome {
+        let Op::CallGlobal { qualname, args, .. } = op else {
+            return Outcome::Ok(Value::None);
+        };
+        match (qualname.as_str(), args.as_slice()) {
+            ("add", [Value::Int(a), Value::Int(b)]) => Outcome::Ok(Value::Int(a + b)),
+            ("echo", [v]) => Outcome::Ok(v.clone()),
+            ("thread", []) => Outcome::Ok(thread_tag()),
+            ("bounce", [Value::Int(0)]) => Outcome::Ok(Value::List(vec![thread_tag()])),
+            ("bounce", [Value::Int(n)]) => {
+                match ctx
+                    .kernel
+                    .call(ctx.src, call_op("bounce", vec![Value::Int(n - 1)]), LIMIT)
+                {
+                    Ok(Outcome::Ok(Value::List(mut tags))) => {
+                        tags.push(thread_tag());
+                        Outcome::Ok(Value::List(tags))
+                    }
+                    other => Outcome::Err(error(&format!("nested call failed: {other:?}"))),
+                }
+            }
+            ("sleep", [Value::Int(ms)]) => {
+                std::thread::sleep(Duration::from_millis(*ms as u64));
+                Outcome::Ok(Value::None)
+            }
+            _ => Outcome::Err(error(&format!("no function {qualname}"))),
+        }
+    }
+}
+
+fn error(message: &str) -> RemoteError {
+    RemoteError {
+        type_path: "calc.Error".into(),
+        message: message.into(),
+        traceback: String::new(),
+        pickle: None,
+    }
+}
+
+fn local(name: &str) -> LocalInfo {
+    LocalInfo {
+        name: name.into(),
+        interpreter: "rust".into(),
+        version: "test".into(),
+        pickle_protocol: 0,
+    }
+}
+
+fn pair() -> (Kernel, Kernel, TwinInfo) {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let master = Kernel::start_master(local("master"), KernelConfig::default(), Arc::new(Calc))
+        .expect("master");
+    let twin_thread = std::thread::spawn(move || {
+        let twin =
+            Kernel::connect_stream(b, local("twin"), KernelConfig::default(), Arc::new(Calc))
+                .expect("twin connects");
+        let serving = twin.clone();
+        std::thread::spawn(move || serving.serve());
+        twin
+    });
+    let info = master.attach(a, "twin").expect("handshake");
+    let twin = twin_thread.join().expect("twin thread");
+    (master, twin, info)
+}
+
+fn int(outcome: Result<Outcome, CallError>) -> i64 {
+    match outcome {
+        Ok(Outcome::Ok(Value::Int(n))) => n,
+        other => panic!("expected an int, got {other:?}"),
+    }
+}
+
+#[test]
+fn call_returns_the_twins_result_both_ways() {
+    let (master, twin, info) = pair();
+    assert_eq!(info.peer, PeerId(1));
+    assert_eq!(twin.me(), PeerId(1));
+    assert_eq!(twin.master_name(), "master");
+    assert_eq!(
+        int(master.call(
+            info.peer,
+            call_op("add", vec![Value::Int(2), Value::Int(40)]),
+            LIMIT
+        )),
+        42
+    );
+    assert_eq!(
+        int(twin.call(
+            PeerId::MASTER,
+            call_op("add", vec![Value::Int(1), Value::Int(2)]),
+            LIMIT
+        )),
+        3
+    );
+    assert_eq!(master.pending_calls(), 0);
+    master.shutdown(Duration::from_secs(1));
+    twin.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn remote_errors_are_outcomes() {
+    let (master, twin, info) = pair();
+    match master.call(info.peer, call_op("nope", vec![]), LIMIT) {
+        Ok(Outcome::Err(e)) => assert_eq!(e.message, "no function nope"),
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+    master.shutdown(Duration::from_secs(1));
+    twin.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn many_threads_each_get_their_own_replies() {
+    let (master, twin, info) = pair();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let master = master.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let got = int(master.call(
+                        info.peer,
+                        call_op("add", vec![Value::Int(t * 1000), Value::Int(i)]),
+                        LIMIT,
+                    ));
+                    assert_eq!(got, t * 1000 + i);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("caller thread");
+    }
+    assert_eq!(master.pending_calls(), 0);
+    master.shutdown(Duration::from_secs(1));
+    twin.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn callbacks_run_on_the_waiting_thread_at_any_depth() {
+    let (master, twin, info) = pair();
+    let depth = 50;
+    let tags = match master.call(info.peer, call_op("bounce", vec![Value::Int(depth)]), LIMIT) {
+        Ok(Outcome::Ok(Value::List(tags))) => tags,
+        other => panic!("bounce failed: {other:?}"),
+    };
+    assert_eq!(tags.len() as i64, depth + 1);
+    // Even depths ran here (bounce(depth) is served by the twin, bounce(depth-1)
+    // by the master, ...): every master level ran on this very thread.
+    let here = thread_tag();
+    let master_levels: Vec<&Value> = tags.iter().rev().skip(1).step_by(2).collect();
+    assert!(!master_levels.is_empty());
+    assert!(
+        master_levels.iter().all(|t| **t == here),
+        "master levels ran on {master_levels:?}, caller is {here:?}"
+    );
+    // And all twin levels ran on one twin thread.
+    let twin_levels: Vec<&Value> = tags.iter().rev().step_by(2).collect();
+    assert!(
+        twin_levels.windows(2).all(|w| w[0] == w[1]),
+        "twin levels on several threads: {twin_levels:?}"
+    );
+    master.shutdown(Duration::from_secs(1));
+    twin.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_slow_request_does_not_block_other_threads() {
+    let (master, twin, info) = pair();
+    let slow = {
+        let master = master.clone();
+        std::thread::spawn(move || {
+            master.call(info.peer, call_op("sleep", vec![Value::Int(1500)]), LIMIT)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    assert_eq!(
+        int(master.call(
+            info.peer,
+            call_op("add", vec![Value::Int(1), Value::Int(1)]),
+            LIMIT
+        )),
+        2
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(1000),
+        "blocked behind the slow call: {:?}",
+        start.elapsed()
+    );
+    assert!(matches!(
+        slow.join().expect("slow thread"),
+        Ok(Outcome::Ok(Value::None))
+    ));
+    master.shutdown(Duration::from_secs(1));
+    twin.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn losing_the_twin_fails_pending_and_later_calls() {
+    let (master, twin, info) = pair();
+    let waiting = {
+        let master = master.clone();
+        std::thread::spawn(move || {
+            master.call(info.peer, call_op("sleep", vec![Value::Int(3000)]), LIMIT)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    twin.shutdown(Duration::from_secs(0));
+    // The twin kernel stopping closes nothing by itself; drop its socket by
+    // stopping the master's side of the peer as a crash would.
+    let _ = master.stop_twin(info.peer, Duration::from_millis(10));
+    let result = waiting.join().expect("waiting thread");
+    assert!(
+        matches!(result, Err(CallError::PeerLost { .. })),
+        "got {result:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+    let later = master.call(
+        info.peer,
+        call_op("add", vec![Value::Int(1), Value::Int(1)]),
+        LIMIT,
+    );
+    match later {
+        Err(CallError::PeerLost { twin_id, .. }) => assert_eq!(twin_id, "twin"),
+        other => panic!("expected PeerLost, got {other:?}"),
+    }
+    master.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn timeouts_abandon_the_call_and_the_late_reply_is_discarded() {
+    let (master, twin, info) = pair();
+    let result = master.call(
+        info.peer,
+        call_op("sleep", vec![Value::Int(300)]),
+        Some(Duration::from_millis(50)),
+    );
+    assert!(matches!(result, Err(CallError::Timeout)), "got {result:?}");
+    // The late reply must not complete the next call.
+    assert_eq!(
+        int(master.call(
+            info.peer,
+            call_op("add", vec![Value::Int(5), Value::Int(6)]),
+            LIMIT
+        )),
+        11
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        int(master.call(
+            info.peer,
+            call_op("add", vec![Value::Int(7), Value::Int(8)]),
+            LIMIT
+        )),
+        15
+    );
+    assert_eq!(master.pending_calls(), 0);
+    master.shutdown(Duration::from_secs(1));
+    twin.shutdown(Duration::from_secs(1));
+}
