@@ -627,6 +627,10 @@ impl Kernel {
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadResult::Empty,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                self.close_peer(peer, None, false);
+                return ReadResult::Gone;
+            }
             Err(e) => {
                 self.close_peer(peer, Some(format!("read error: {e}")), true);
                 return ReadResult::Gone;

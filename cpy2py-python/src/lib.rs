@@ -1,1 +1,351 @@
-//! placeholder
+//! `cpy2py._native`: the Python face of the cpy2py kernel.
+//!
+//! This crate only translates: Python objects to and from [`cpy2py_wire::Value`]
+//! (with the package's pickler as fallback), kernel errors to the exceptions of
+//! `cpy2py.errors`, and kernel requests to Python calls (the [`PyHandler`]).
+//! Protocol logic lives in `cpy2py-kernel`; Python policy (naming, pickling,
+//! exception formatting) in the package's `_runtime` module. Users import
+//! `cpy2py`, never this module.
+
+mod convert;
+mod errors;
+mod runtime;
+
+use crate::convert::{Encoder, to_python};
+use crate::runtime::runtime;
+use cpy2py_kernel::{
+    CallError, Handler, Kernel, KernelConfig, LocalInfo, PendingCall, RequestContext, TwinSpec,
+};
+use cpy2py_wire::{Op, Outcome, PeerId, Value};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The process's kernel: master or twin, set once.
+static KERNEL: OnceLock<Kernel> = OnceLock::new();
+
+/// How long a blocked call sleeps between checks for signals (Ctrl-C).
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
+fn kernel(py: Python<'_>) -> PyResult<&'static Kernel> {
+    KERNEL.get().ok_or_else(|| {
+        errors::error(py, "TwinterpeterUnavailable", "cpy2py is not running in this process (no twin started)")
+    })
+}
+
+fn local_info(py: Python<'_>, name: String) -> PyResult<LocalInfo> {
+    let platform = py.import("platform")?;
+    let interpreter: String = platform.call_method0("python_implementation")?.extract()?;
+    let version: String = platform.call_method0("python_version")?.extract()?;
+    let pickle_protocol: u8 = py.import("pickle")?.getattr("HIGHEST_PROTOCOL")?.extract()?;
+    Ok(LocalInfo { name, interpreter, version, pickle_protocol })
+}
+
+/// Serves requests from other interpreters by calling Python.
+struct PyHandler;
+
+impl PyHandler {
+    fn run(py: Python<'_>, ctx: &RequestContext<'_>, op: Op) -> PyResult<Value> {
+        let twin = ctx
+            .kernel
+            .peer_info(ctx.src)
+            .map(|i| i.0)
+            .unwrap_or_else(|| ctx.kernel.master_name().to_owned());
+        let args_of = |args: Vec<Value>| -> PyResult<Bound<'_, PyTuple>> {
+            let items = args.into_iter().map(|v| to_python(py, v, &twin)).collect::<PyResult<Vec<_>>>()?;
+            PyTuple::new(py, items)
+        };
+        let kwargs_of = |kwargs: Vec<(String, Value)>| -> PyResult<Option<Bound<'_, PyDict>>> {
+            if kwargs.is_empty() {
+                return Ok(None);
+            }
+            let dict = PyDict::new(py);
+            for (k, v) in kwargs {
+                dict.set_item(k, to_python(py, v, &twin)?)?;
+            }
+            Ok(Some(dict))
+        };
+        let result = match op {
+            Op::CallGlobal { module, qualname, args, kwargs } => {
+                let func = runtime(py)?.resolve.bind(py).call1((module, qualname))?;
+                func.call(args_of(args)?, kwargs_of(kwargs)?.as_ref())?
+            }
+            Op::CallValue { callable, args, kwargs } | Op::Instantiate { class: callable, args, kwargs } => {
+                let func = to_python(py, callable, &twin)?.into_bound(py);
+                func.call(args_of(args)?, kwargs_of(kwargs)?.as_ref())?
+            }
+            Op::GetAttr { target, name } => to_python(py, target, &twin)?.into_bound(py).getattr(name)?,
+            Op::SetAttr { target, name, value } => {
+                let target = to_python(py, target, &twin)?.into_bound(py);
+                target.setattr(name, to_python(py, value, &twin)?)?;
+                py.None().into_bound(py)
+            }
+            Op::DelAttr { target, name } => {
+                to_python(py, target, &twin)?.into_bound(py).delattr(name)?;
+                py.None().into_bound(py)
+            }
+            Op::CallMethod { target, .. } => {
+                return Err(errors::error(
+                    py,
+                    "CPy2PyException",
+                    &format!("object references are not supported yet (object {:?})", target.id),
+                ));
+            }
+        };
+        Encoder { protocol: ctx.kernel.pickle_protocol(ctx.src) }.value(&result)
+    }
+}
+
+impl Handler for PyHandler {
+    fn handle(&self, ctx: &RequestContext<'_>, op: Op) -> Outcome {
+        Python::attach(|py| match PyHandler::run(py, ctx, op) {
+            Ok(value) => Outcome::Ok(value),
+            Err(err) => Outcome::Err(errors::describe(py, &err, ctx.kernel.pickle_protocol(ctx.src))),
+        })
+    }
+}
+
+/// Starts this process's kernel as the master, named `master_id` (idempotent).
+#[pyfunction]
+fn init_master(py: Python<'_>, master_id: String) -> PyResult<()> {
+    if let Some(k) = KERNEL.get() {
+        if k.role() == cpy2py_kernel::Role::Twin {
+            return Err(PyRuntimeError::new_err("this process is a twin; only the master starts twins"));
+        }
+        return Ok(());
+    }
+    let local = local_info(py, master_id)?;
+    let kernel = py
+        .detach(|| Kernel::start_master(local, KernelConfig::default(), Arc::new(PyHandler)))
+        .map_err(|e| errors::kernel_error(py, e))?;
+    if KERNEL.set(kernel.clone()).is_err() {
+        // Another thread started one first: keep theirs.
+        kernel.shutdown(Duration::ZERO);
+    }
+    Ok(())
+}
+
+/// Whether this process's kernel runs.
+#[pyfunction]
+fn is_initialized() -> bool {
+    KERNEL.get().is_some()
+}
+
+/// Starts `executable *args` as twin `twin_id`; returns its peer number.
+#[pyfunction]
+#[pyo3(signature = (twin_id, executable, args, env, cwd, startup_timeout))]
+fn spawn(
+    py: Python<'_>,
+    twin_id: String,
+    executable: String,
+    args: Vec<String>,
+    env: std::collections::HashMap<String, String>,
+    cwd: Option<String>,
+    startup_timeout: f64,
+) -> PyResult<u32> {
+    let kernel = kernel(py)?;
+    let spec = TwinSpec {
+        executable: executable.into(),
+        twin_id,
+        args: args.into_iter().map(Into::into).collect(),
+        env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        cwd: cwd.map(Into::into),
+        startup_timeout: Some(Duration::from_secs_f64(startup_timeout.max(0.0))),
+    };
+    let info = py.detach(|| kernel.spawn(spec)).map_err(|e| errors::kernel_error(py, e))?;
+    Ok(info.peer.0)
+}
+
+/// Stops twin `peer` (kill after `grace` seconds); returns how it ended.
+#[pyfunction]
+fn stop(py: Python<'_>, peer: u32, grace: f64) -> PyResult<String> {
+    let kernel = kernel(py)?;
+    let grace = Duration::from_secs_f64(grace.max(0.0));
+    py.detach(|| kernel.stop_twin(PeerId(peer), grace)).map_err(|e| match e {
+        cpy2py_kernel::KernelError::UnknownPeer(p) => PyKeyError::new_err(format!("unknown twin {p}")),
+        other => errors::kernel_error(py, other),
+    })
+}
+
+/// Whether twin `peer` is connected and running.
+#[pyfunction]
+fn is_alive(py: Python<'_>, peer: u32) -> bool {
+    KERNEL.get().is_some_and(|k| py.detach(|| k.is_alive(PeerId(peer))))
+}
+
+/// How twin `peer` ended, or None while it runs.
+#[pyfunction]
+fn exit_status(py: Python<'_>, peer: u32) -> PyResult<Option<String>> {
+    let kernel = kernel(py)?;
+    if py.detach(|| kernel.is_alive(PeerId(peer))) {
+        return Ok(None);
+    }
+    Ok(kernel.peer_gone(PeerId(peer)).map(|(_, reason)| reason))
+}
+
+/// Process id of twin `peer`.
+#[pyfunction]
+fn twin_pid(py: Python<'_>, peer: u32) -> PyResult<u32> {
+    kernel(py)?
+        .peer_info(PeerId(peer))
+        .map(|i| i.3)
+        .ok_or_else(|| PyKeyError::new_err(format!("no twin peer#{peer} is connected")))
+}
+
+/// `(twin_id, interpreter, version)` of twin `peer`.
+#[pyfunction]
+fn peer_info(py: Python<'_>, peer: u32) -> PyResult<(String, String, String)> {
+    kernel(py)?
+        .peer_info(PeerId(peer))
+        .map(|i| (i.0, i.1, i.2))
+        .ok_or_else(|| PyKeyError::new_err(format!("no twin peer#{peer} is connected")))
+}
+
+fn describe_callable(func: &Bound<'_, PyAny>) -> String {
+    let name = func
+        .getattr("__qualname__")
+        .or_else(|_| func.getattr("__name__"))
+        .and_then(|n| n.extract::<String>())
+        .unwrap_or_else(|_| "<callable>".into());
+    format!("call of {name}")
+}
+
+/// Runs `func(*args, **kwargs)` in peer `peer`.
+#[pyfunction]
+#[pyo3(signature = (peer, func, args, kwargs=None, timeout=None))]
+fn call(
+    py: Python<'_>,
+    peer: u32,
+    func: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+    timeout: Option<f64>,
+) -> PyResult<Py<PyAny>> {
+    let kernel = kernel(py)?;
+    let dst = PeerId(peer);
+    let encoder = Encoder { protocol: kernel.pickle_protocol(dst) };
+    let rt = runtime(py)?;
+    let name = rt.global_name.bind(py).call1((func,))?;
+    let args_v = encoder.values(args.iter())?;
+    let kwargs_v = encoder.kwargs(kwargs)?;
+    let op = if name.is_none() {
+        Op::CallValue { callable: encoder.value(func)?, args: args_v, kwargs: kwargs_v }
+    } else {
+        let (module, qualname): (String, String) = name.extract()?;
+        Op::CallGlobal { module, qualname, args: args_v, kwargs: kwargs_v }
+    };
+    let outcome = wait_for(py, kernel, dst, op, timeout)?.map_err(|e| call_failed(py, e, func))?;
+    let twin = kernel.peer_info(dst).map(|i| i.0).unwrap_or_else(|| format!("peer#{peer}"));
+    match outcome {
+        Outcome::Ok(value) => to_python(py, value, &twin),
+        Outcome::Err(err) => Err(PyErr::from_value(errors::rebuild(py, err, &twin)?)),
+    }
+}
+
+fn call_failed(py: Python<'_>, err: CallError, func: &Bound<'_, PyAny>) -> PyErr {
+    errors::call_error(py, err, &describe_callable(func))
+}
+
+/// Sends `op` and waits for its outcome with the GIL released, waking every
+/// [`SIGNAL_SLICE`] to let Python handle signals: an exception from a signal
+/// handler (Ctrl-C) abandons the call and propagates.
+fn wait_for(
+    py: Python<'_>,
+    kernel: &Kernel,
+    dst: PeerId,
+    op: Op,
+    timeout: Option<f64>,
+) -> PyResult<Result<Outcome, CallError>> {
+    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+    let slice = |deadline: Option<Instant>| match deadline {
+        Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_SLICE),
+        None => SIGNAL_SLICE,
+    };
+    let submitted = py.detach(|| {
+        let mut pending = kernel.submit(dst, op)?;
+        let result = pending.wait(Some(slice(deadline)));
+        Ok::<(PendingCall, _), CallError>((pending, result))
+    });
+    let (mut pending, mut result) = match submitted {
+        Ok(submitted) => submitted,
+        Err(e) => return Ok(Err(e)),
+    };
+    loop {
+        if let Some(result) = result {
+            return Ok(result);
+        }
+        // Dropping `pending` on this early return abandons the call.
+        py.check_signals()?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Err(CallError::Timeout));
+        }
+        result = py.detach(|| pending.wait(Some(slice(deadline))));
+    }
+}
+
+/// Runs this process as a twin until the master stops it or goes away.
+#[pyfunction]
+fn serve(py: Python<'_>) -> PyResult<()> {
+    if KERNEL.get().is_some() {
+        return Err(PyRuntimeError::new_err("cpy2py already runs in this process"));
+    }
+    let name = std::env::var(cpy2py_kernel::ENV_TWIN_ID).unwrap_or_default();
+    let local = local_info(py, name)?;
+    let config = KernelConfig { exit_after_stop: Some(Duration::from_secs(3)), ..KernelConfig::default() };
+    let kernel = py
+        .detach(|| Kernel::connect_twin(local, config, Arc::new(PyHandler)))
+        .map_err(|e| errors::kernel_error(py, e))?;
+    if KERNEL.set(kernel.clone()).is_err() {
+        return Err(PyRuntimeError::new_err("cpy2py already runs in this process"));
+    }
+    py.detach(|| kernel.serve());
+    Ok(())
+}
+
+/// This process's twin id.
+#[pyfunction]
+fn twin_id() -> String {
+    KERNEL.get().map(|k| k.name().to_owned()).unwrap_or_default()
+}
+
+/// The master's twin id.
+#[pyfunction]
+fn master_id() -> String {
+    KERNEL.get().map(|k| k.master_name().to_owned()).unwrap_or_default()
+}
+
+/// This process's peer number.
+#[pyfunction]
+fn my_peer() -> u32 {
+    KERNEL.get().map_or(0, |k| k.me().0)
+}
+
+/// Peer number of the connected twin `twin_id`.
+#[pyfunction]
+fn peer_of(twin_id: &str) -> Option<u32> {
+    KERNEL.get().and_then(|k| k.peer_by_name(twin_id)).map(|p| p.0)
+}
+
+/// The module `cpy2py._native`.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("PROTOCOL_VERSION", cpy2py_wire::PROTOCOL_VERSION)?;
+    m.add("MASTER_PEER", PeerId::MASTER.0)?;
+    m.add_function(wrap_pyfunction!(init_master, m)?)?;
+    m.add_function(wrap_pyfunction!(is_initialized, m)?)?;
+    m.add_function(wrap_pyfunction!(spawn, m)?)?;
+    m.add_function(wrap_pyfunction!(stop, m)?)?;
+    m.add_function(wrap_pyfunction!(is_alive, m)?)?;
+    m.add_function(wrap_pyfunction!(exit_status, m)?)?;
+    m.add_function(wrap_pyfunction!(twin_pid, m)?)?;
+    m.add_function(wrap_pyfunction!(peer_info, m)?)?;
+    m.add_function(wrap_pyfunction!(call, m)?)?;
+    m.add_function(wrap_pyfunction!(serve, m)?)?;
+    m.add_function(wrap_pyfunction!(twin_id, m)?)?;
+    m.add_function(wrap_pyfunction!(master_id, m)?)?;
+    m.add_function(wrap_pyfunction!(my_peer, m)?)?;
+    m.add_function(wrap_pyfunction!(peer_of, m)?)?;
+    Ok(())
+}

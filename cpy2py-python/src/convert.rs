@@ -1,0 +1,207 @@
+//! `Value` ⇄ Python conversion. Builtin types of their exact type convert
+//! natively; everything else (subclasses included, so their type survives) goes
+//! through the package's pickler.
+
+use crate::runtime::runtime;
+use cpy2py_wire::{Bytes, Value};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{
+    PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple,
+};
+
+/// Containers nested deeper than this are pickled as a whole, which keeps
+/// decoding bounded (`Value::MAX_DEPTH`) and handles self-references.
+const NATIVE_DEPTH: usize = Value::MAX_DEPTH - 4;
+
+/// Converts Python objects to values for one peer.
+pub(crate) struct Encoder {
+    /// Pickle protocol both sides read.
+    pub protocol: u8,
+}
+
+impl Encoder {
+    /// Converts `obj`.
+    pub(crate) fn value(&self, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+        self.convert(obj, 0)
+    }
+
+    /// Converts each item of a sequence.
+    pub(crate) fn values<'py>(
+        &self,
+        items: impl IntoIterator<Item = Bound<'py, PyAny>>,
+    ) -> PyResult<Vec<Value>> {
+        items.into_iter().map(|item| self.convert(&item, 0)).collect()
+    }
+
+    /// Converts keyword arguments.
+    pub(crate) fn kwargs(&self, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Value)>> {
+        let Some(kwargs) = kwargs else { return Ok(Vec::new()) };
+        let mut out = Vec::with_capacity(kwargs.len());
+        for (key, value) in kwargs.iter() {
+            let key: String = key
+                .extract()
+                .map_err(|_| PyTypeError::new_err("keyword argument names must be strings"))?;
+            out.push((key, self.convert(&value, 0)?));
+        }
+        Ok(out)
+    }
+
+    fn convert(&self, obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
+        let py = obj.py();
+        if obj.is_none() {
+            return Ok(Value::None);
+        }
+        let ty = obj.get_type();
+        if ty.is(py.get_type::<PyBool>()) {
+            return Ok(Value::Bool(obj.is_truthy()?));
+        }
+        if ty.is(py.get_type::<PyInt>()) {
+            return match obj.extract::<i64>() {
+                Ok(v) => Ok(Value::Int(v)),
+                Err(_) => big_int_to_bytes(obj).map(|b| Value::BigInt(Bytes(b))),
+            };
+        }
+        if ty.is(py.get_type::<PyFloat>()) {
+            return Ok(Value::Float(obj.extract::<f64>()?));
+        }
+        if ty.is(py.get_type::<PyString>()) {
+            // Strings with lone surrogates are not UTF-8: pickle keeps them.
+            if let Ok(s) = obj.downcast::<PyString>()?.to_str() {
+                return Ok(Value::Str(s.to_owned()));
+            }
+            return self.pickle(obj);
+        }
+        if ty.is(py.get_type::<PyBytes>()) {
+            return Ok(Value::Bytes(Bytes(obj.downcast::<PyBytes>()?.as_bytes().to_vec())));
+        }
+        let container = ty.is(py.get_type::<PyList>())
+            || ty.is(py.get_type::<PyTuple>())
+            || ty.is(py.get_type::<PyDict>())
+            || ty.is(py.get_type::<PySet>())
+            || ty.is(py.get_type::<PyFrozenSet>());
+        if !container {
+            return self.pickle(obj);
+        }
+        if depth >= NATIVE_DEPTH {
+            return self.pickle(obj);
+        }
+        let next = depth + 1;
+        if let Ok(list) = obj.downcast_exact::<PyList>() {
+            let mut out = Vec::with_capacity(list.len());
+            for item in list.iter() {
+                out.push(self.convert(&item, next)?);
+            }
+            return Ok(Value::List(out));
+        }
+        if let Ok(tuple) = obj.downcast_exact::<PyTuple>() {
+            let mut out = Vec::with_capacity(tuple.len());
+            for item in tuple.iter() {
+                out.push(self.convert(&item, next)?);
+            }
+            return Ok(Value::Tuple(out));
+        }
+        if let Ok(dict) = obj.downcast_exact::<PyDict>() {
+            let mut out = Vec::with_capacity(dict.len());
+            for (k, v) in dict.iter() {
+                out.push((self.convert(&k, next)?, self.convert(&v, next)?));
+            }
+            return Ok(Value::Dict(out));
+        }
+        if let Ok(set) = obj.downcast_exact::<PySet>() {
+            let mut out = Vec::with_capacity(set.len());
+            for item in set.iter() {
+                out.push(self.convert(&item, next)?);
+            }
+            return Ok(Value::Set(out));
+        }
+        if let Ok(set) = obj.downcast_exact::<PyFrozenSet>() {
+            let mut out = Vec::with_capacity(set.len());
+            for item in set.iter() {
+                out.push(self.convert(&item, next)?);
+            }
+            return Ok(Value::FrozenSet(out));
+        }
+        self.pickle(obj)
+    }
+
+    fn pickle(&self, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+        let py = obj.py();
+        let data = runtime(py)?.dumps.bind(py).call1((obj, self.protocol))?;
+        let data = data
+            .downcast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("cpy2py._runtime.dumps must return bytes"))?;
+        Ok(Value::Pickle { data: Bytes(data.as_bytes().to_vec()), refs: Vec::new() })
+    }
+}
+
+fn big_int_to_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let py = obj.py();
+    let bits: usize = obj.call_method0("bit_length")?.extract()?;
+    let len = bits / 8 + 1;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("signed", true)?;
+    let bytes = obj.call_method("to_bytes", (len, "little"), Some(&kwargs))?;
+    Ok(bytes.downcast::<PyBytes>()?.as_bytes().to_vec())
+}
+
+/// Converts a value received from `twin` into a Python object.
+pub(crate) fn to_python(py: Python<'_>, value: Value, twin: &str) -> PyResult<Py<PyAny>> {
+    Ok(match value {
+        Value::None => py.None(),
+        Value::Bool(b) => PyBool::new(py, b).to_owned().into_any().unbind(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
+        Value::BigInt(bytes) => {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("signed", true)?;
+            py.get_type::<PyInt>()
+                .call_method("from_bytes", (PyBytes::new(py, &bytes), "little"), Some(&kwargs))?
+                .unbind()
+        }
+        Value::Float(f) => PyFloat::new(py, f).into_any().unbind(),
+        Value::Str(s) => PyString::new(py, &s).into_any().unbind(),
+        Value::Bytes(b) => PyBytes::new(py, &b).into_any().unbind(),
+        Value::List(items) => {
+            let items = items.into_iter().map(|v| to_python(py, v, twin)).collect::<PyResult<Vec<_>>>()?;
+            PyList::new(py, items)?.into_any().unbind()
+        }
+        Value::Tuple(items) => {
+            let items = items.into_iter().map(|v| to_python(py, v, twin)).collect::<PyResult<Vec<_>>>()?;
+            PyTuple::new(py, items)?.into_any().unbind()
+        }
+        Value::Dict(items) => {
+            let dict = PyDict::new(py);
+            for (k, v) in items {
+                dict.set_item(to_python(py, k, twin)?, to_python(py, v, twin)?)?;
+            }
+            dict.into_any().unbind()
+        }
+        Value::Set(items) => {
+            let items = items.into_iter().map(|v| to_python(py, v, twin)).collect::<PyResult<Vec<_>>>()?;
+            PySet::new(py, items)?.into_any().unbind()
+        }
+        Value::FrozenSet(items) => {
+            let items = items.into_iter().map(|v| to_python(py, v, twin)).collect::<PyResult<Vec<_>>>()?;
+            PyFrozenSet::new(py, items)?.into_any().unbind()
+        }
+        Value::Global { module, qualname } => runtime(py)?.resolve.bind(py).call1((module, qualname))?.unbind(),
+        Value::Pickle { data, refs } => {
+            if !refs.is_empty() {
+                return Err(crate::errors::error(
+                    py,
+                    "CPy2PyException",
+                    "received object references inside a pickle, which this version does not support yet",
+                ));
+            }
+            runtime(py)?.loads.bind(py).call1((PyBytes::new(py, &data),))?.unbind()
+        }
+        Value::Ref(r) => {
+            return Err(crate::errors::error(
+                py,
+                "CPy2PyException",
+                &format!("received a reference to object {:?} of {}, which this version does not support yet", r.id, r.owner),
+            ));
+        }
+        Value::Error(e) => crate::errors::rebuild(py, *e, twin)?.into_any().unbind(),
+    })
+}

@@ -1,0 +1,85 @@
+//! The one place where kernel errors and remote errors become Python
+//! exceptions (classes defined in `cpy2py.errors`).
+
+use crate::runtime::runtime;
+use cpy2py_kernel::{CallError, KernelError};
+use cpy2py_wire::{Bytes, RemoteError};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+
+/// An instance of `cpy2py.errors.<class>` with `message`.
+pub(crate) fn error(py: Python<'_>, class: &str, message: &str) -> PyErr {
+    let make = || -> PyResult<PyErr> {
+        let cls = runtime(py)?.errors.bind(py).getattr(class)?;
+        Ok(PyErr::from_value(cls.call1((message,))?))
+    };
+    make().unwrap_or_else(|e| e)
+}
+
+/// Maps a failed call.
+pub(crate) fn call_error(py: Python<'_>, err: CallError, what: &str) -> PyErr {
+    match err {
+        CallError::PeerLost { twin_id, reason, .. } => error(
+            py,
+            "TwinterpeterTerminated",
+            &format!("twinterpreter {twin_id:?} terminated ({reason}) during {what}"),
+        ),
+        CallError::UnknownPeer(peer) => error(
+            py,
+            "TwinterpeterUnavailable",
+            &format!("no twinterpreter {peer} is running (for {what})"),
+        ),
+        CallError::Encode(reason) => error(py, "CPy2PyException", &format!("{what}: {reason}")),
+        CallError::Timeout => {
+            error(py, "TwinterpreterTimeout", &format!("{what} did not complete within its timeout"))
+        }
+        CallError::ShuttingDown => {
+            error(py, "TwinterpeterUnavailable", &format!("cpy2py is shutting down (during {what})"))
+        }
+        other => error(py, "CPy2PyException", &format!("{what}: {other}")),
+    }
+}
+
+/// Maps a failed start or connection.
+pub(crate) fn kernel_error(py: Python<'_>, err: KernelError) -> PyErr {
+    match err {
+        KernelError::NotATwin(reason) => PyRuntimeError::new_err(reason),
+        other => error(py, "TwinterpeterUnavailable", &other.to_string()),
+    }
+}
+
+/// Rebuilds a remote exception raised in `twin`.
+pub(crate) fn rebuild<'py>(
+    py: Python<'py>,
+    err: RemoteError,
+    twin: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let pickled = err.pickle.as_ref().map(|b| PyBytes::new(py, b));
+    runtime(py)?
+        .rebuild_exception
+        .bind(py)
+        .call1((err.type_path, err.message, err.traceback, pickled, twin))
+}
+
+/// Describes a Python exception for the wire.
+pub(crate) fn describe(py: Python<'_>, err: &PyErr, protocol: u8) -> RemoteError {
+    let value = err.value(py);
+    let described = runtime(py).and_then(|rt| {
+        let t = rt.describe_exception.bind(py).call1((value, protocol))?;
+        let t = t.downcast::<PyTuple>()?;
+        let pickled: Option<Vec<u8>> = t.get_item(3)?.extract()?;
+        Ok(RemoteError {
+            type_path: t.get_item(0)?.extract()?,
+            message: t.get_item(1)?.extract()?,
+            traceback: t.get_item(2)?.extract()?,
+            pickle: pickled.map(Bytes),
+        })
+    });
+    described.unwrap_or_else(|e| RemoteError {
+        type_path: "builtins.Exception".into(),
+        message: format!("{value} (and describing it failed: {e})"),
+        traceback: String::new(),
+        pickle: None,
+    })
+}

@@ -1,0 +1,39 @@
+//! Handles to the Python functions of `cpy2py._runtime`, which hold the policy
+//! the Rust glue defers to: naming globals, pickling, describing exceptions.
+
+use pyo3::prelude::*;
+use std::sync::OnceLock;
+
+/// The `cpy2py._runtime` functions, imported once.
+pub(crate) struct Runtime {
+    pub global_name: Py<PyAny>,
+    pub resolve: Py<PyAny>,
+    pub dumps: Py<PyAny>,
+    pub loads: Py<PyAny>,
+    pub describe_exception: Py<PyAny>,
+    pub rebuild_exception: Py<PyAny>,
+    pub errors: Py<PyModule>,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// The runtime hooks, importing `cpy2py._runtime` on first use.
+pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let module = py.import("cpy2py._runtime")?;
+    let get = |name: &str| -> PyResult<Py<PyAny>> { Ok(module.getattr(name)?.unbind()) };
+    let rt = Runtime {
+        global_name: get("global_name")?,
+        resolve: get("resolve")?,
+        dumps: get("dumps")?,
+        loads: get("loads")?,
+        describe_exception: get("describe_exception")?,
+        rebuild_exception: get("rebuild_exception")?,
+        errors: py.import("cpy2py.errors")?.unbind(),
+    };
+    // A concurrent first use may have won the race; either copy is the same.
+    let _ = RUNTIME.set(rt);
+    Ok(RUNTIME.get().expect("set just above"))
+}
