@@ -28,15 +28,28 @@ impl Handler for Echo {
 }
 
 fn local(name: &str) -> LocalInfo {
-    LocalInfo { name: name.into(), interpreter: "rust".into(), version: "test".into(), pickle_protocol: 0 }
+    LocalInfo {
+        name: name.into(),
+        interpreter: "rust".into(),
+        version: "test".into(),
+        pickle_protocol: 0,
+    }
 }
 
 fn config() -> KernelConfig {
-    KernelConfig { handshake_timeout: Duration::from_millis(500), ..KernelConfig::default() }
+    KernelConfig {
+        handshake_timeout: Duration::from_millis(500),
+        ..KernelConfig::default()
+    }
 }
 
 fn echo_op() -> Op {
-    Op::CallGlobal { module: "m".into(), qualname: "f".into(), args: vec![Value::Int(7)], kwargs: vec![] }
+    Op::CallGlobal {
+        module: "m".into(),
+        qualname: "f".into(),
+        args: vec![Value::Int(7)],
+        kwargs: vec![],
+    }
 }
 
 /// A master with one well-behaved twin attached.
@@ -44,7 +57,8 @@ fn master_with_good_twin() -> (Kernel, Kernel, PeerId) {
     let master = Kernel::start_master(local("master"), config(), Arc::new(Echo)).expect("master");
     let (a, b) = UnixStream::pair().expect("socketpair");
     let twin = std::thread::spawn(move || {
-        let twin = Kernel::connect_stream(b, local("good"), config(), Arc::new(Echo)).expect("connect");
+        let twin =
+            Kernel::connect_stream(b, local("good"), config(), Arc::new(Echo)).expect("connect");
         let serving = twin.clone();
         std::thread::spawn(move || serving.serve());
         twin
@@ -63,7 +77,9 @@ fn assert_good_twin_works(master: &Kernel, good: PeerId) {
 /// Plays the twin side of the handshake by hand; returns the socket.
 fn fake_twin(stream: UnixStream, name: &str, protocol: u32) -> UnixStream {
     let mut stream = stream;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut buf = Vec::new();
     let decoder = FrameDecoder::default();
     let hello = loop {
@@ -75,7 +91,9 @@ fn fake_twin(stream: UnixStream, name: &str, protocol: u32) -> UnixStream {
         assert!(n > 0, "master closed before its hello");
         buf.extend_from_slice(&chunk[..n]);
     };
-    let Message::Hello(master_hello) = hello.message else { panic!("expected Hello") };
+    let Message::Hello(master_hello) = hello.message else {
+        panic!("expected Hello")
+    };
     let mine = Hello {
         protocol,
         peer: master_hello.peer,
@@ -87,7 +105,11 @@ fn fake_twin(stream: UnixStream, name: &str, protocol: u32) -> UnixStream {
     };
     let mut out = Vec::new();
     encode_frame(
-        &Envelope { src: master_hello.peer, dst: PeerId::MASTER, message: Message::Hello(mine) },
+        &Envelope {
+            src: master_hello.peer,
+            dst: PeerId::MASTER,
+            message: Message::Hello(mine),
+        },
         &mut out,
     )
     .expect("encode");
@@ -112,7 +134,9 @@ fn wrong_protocol_version_is_refused_at_the_handshake() {
     let (a, b) = UnixStream::pair().expect("socketpair");
     let fake = std::thread::spawn(move || fake_twin(b, "old", PROTOCOL_VERSION + 1));
     match master.attach(a, "old") {
-        Err(KernelError::Handshake { reason, .. }) => assert!(reason.contains("protocol version"), "{reason}"),
+        Err(KernelError::Handshake { reason, .. }) => {
+            assert!(reason.contains("protocol version"), "{reason}")
+        }
         other => panic!("expected a handshake error, got {other:?}"),
     }
     drop(fake.join());
@@ -140,7 +164,9 @@ fn misbehave(bytes: &[u8], close: bool, expect: &str) {
     let (master, twin, good) = master_with_good_twin();
     let (a, b) = UnixStream::pair().expect("socketpair");
     let fake = std::thread::spawn(move || fake_twin(b, "bad", PROTOCOL_VERSION));
-    let info = master.attach(a, "bad").expect("handshake with the fake twin");
+    let info = master
+        .attach(a, "bad")
+        .expect("handshake with the fake twin");
     let mut stream = fake.join().expect("fake twin");
     // A call in flight to the bad twin must fail when it is closed.
     let pending = {
@@ -155,7 +181,10 @@ fn misbehave(bytes: &[u8], close: bool, expect: &str) {
         std::mem::forget(stream);
     }
     let reason = wait_closed(&master, info.peer);
-    assert!(reason.contains(expect), "reason {reason:?} does not mention {expect:?}");
+    assert!(
+        reason.contains(expect),
+        "reason {reason:?} does not mention {expect:?}"
+    );
     match pending.join().expect("caller") {
         Err(CallError::PeerLost { twin_id, .. }) => assert_eq!(twin_id, "bad"),
         other => panic!("expected PeerLost, got {other:?}"),
@@ -189,7 +218,14 @@ fn a_truncated_frame_then_eof_closes_only_that_peer() {
 #[test]
 fn a_spoofed_source_closes_only_that_peer() {
     let mut bytes = Vec::new();
-    encode_frame(&Envelope { src: PeerId(77), dst: PeerId::MASTER, message: Message::Shutdown }, &mut bytes)
-        .expect("encode");
+    encode_frame(
+        &Envelope {
+            src: PeerId(77),
+            dst: PeerId::MASTER,
+            message: Message::Shutdown,
+        },
+        &mut bytes,
+    )
+    .expect("encode");
     misbehave(&bytes, false, "claiming to be");
 }

@@ -31,12 +31,20 @@ impl Encoder {
         &self,
         items: impl IntoIterator<Item = Bound<'py, PyAny>>,
     ) -> PyResult<Vec<Value>> {
-        items.into_iter().map(|item| self.convert(&item, 0)).collect()
+        items
+            .into_iter()
+            .map(|item| self.convert(&item, 0))
+            .collect()
     }
 
     /// Converts keyword arguments.
-    pub(crate) fn kwargs(&self, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Value)>> {
-        let Some(kwargs) = kwargs else { return Ok(Vec::new()) };
+    pub(crate) fn kwargs(
+        &self,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Vec<(String, Value)>> {
+        let Some(kwargs) = kwargs else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::with_capacity(kwargs.len());
         for (key, value) in kwargs.iter() {
             let key: String = key
@@ -73,7 +81,9 @@ impl Encoder {
             return self.pickle(obj);
         }
         if ty.is(py.get_type::<PyBytes>()) {
-            return Ok(Value::Bytes(Bytes(obj.downcast::<PyBytes>()?.as_bytes().to_vec())));
+            return Ok(Value::Bytes(Bytes(
+                obj.downcast::<PyBytes>()?.as_bytes().to_vec(),
+            )));
         }
         let container = ty.is(py.get_type::<PyList>())
             || ty.is(py.get_type::<PyTuple>())
@@ -131,7 +141,10 @@ impl Encoder {
         let data = data
             .downcast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("cpy2py._runtime.dumps must return bytes"))?;
-        Ok(Value::Pickle { data: Bytes(data.as_bytes().to_vec()), refs: Vec::new() })
+        Ok(Value::Pickle {
+            data: Bytes(data.as_bytes().to_vec()),
+            refs: Vec::new(),
+        })
     }
 }
 
@@ -155,18 +168,28 @@ pub(crate) fn to_python(py: Python<'_>, value: Value, twin: &str) -> PyResult<Py
             let kwargs = PyDict::new(py);
             kwargs.set_item("signed", true)?;
             py.get_type::<PyInt>()
-                .call_method("from_bytes", (PyBytes::new(py, &bytes), "little"), Some(&kwargs))?
+                .call_method(
+                    "from_bytes",
+                    (PyBytes::new(py, &bytes), "little"),
+                    Some(&kwargs),
+                )?
                 .unbind()
         }
         Value::Float(f) => PyFloat::new(py, f).into_any().unbind(),
         Value::Str(s) => PyString::new(py, &s).into_any().unbind(),
         Value::Bytes(b) => PyBytes::new(py, &b).into_any().unbind(),
         Value::List(items) => {
-            let items = items.into_iter().map(|v| to_python(py, v, twin)).collect::<PyResult<Vec<_>>>()?;
+            let items = items
+                .into_iter()
+                .map(|v| to_python(py, v, twin))
+                .collect::<PyResult<Vec<_>>>()?;
             PyList::new(py, items)?.into_any().unbind()
         }
         Value::Tuple(items) => {
-            let items = items.into_iter().map(|v| to_python(py, v, twin)).collect::<PyResult<Vec<_>>>()?;
+            let items = items
+                .into_iter()
+                .map(|v| to_python(py, v, twin))
+                .collect::<PyResult<Vec<_>>>()?;
             PyTuple::new(py, items)?.into_any().unbind()
         }
         Value::Dict(items) => {
@@ -177,14 +200,24 @@ pub(crate) fn to_python(py: Python<'_>, value: Value, twin: &str) -> PyResult<Py
             dict.into_any().unbind()
         }
         Value::Set(items) => {
-            let items = items.into_iter().map(|v| to_python(py, v, twin)).collect::<PyResult<Vec<_>>>()?;
+            let items = items
+                .into_iter()
+                .map(|v| to_python(py, v, twin))
+                .collect::<PyResult<Vec<_>>>()?;
             PySet::new(py, items)?.into_any().unbind()
         }
         Value::FrozenSet(items) => {
-            let items = items.into_iter().map(|v| to_python(py, v, twin)).collect::<PyResult<Vec<_>>>()?;
+            let items = items
+                .into_iter()
+                .map(|v| to_python(py, v, twin))
+                .collect::<PyResult<Vec<_>>>()?;
             PyFrozenSet::new(py, items)?.into_any().unbind()
         }
-        Value::Global { module, qualname } => runtime(py)?.resolve.bind(py).call1((module, qualname))?.unbind(),
+        Value::Global { module, qualname } => runtime(py)?
+            .resolve
+            .bind(py)
+            .call1((module, qualname))?
+            .unbind(),
         Value::Pickle { data, refs } => {
             if !refs.is_empty() {
                 return Err(crate::errors::error(
@@ -193,13 +226,20 @@ pub(crate) fn to_python(py: Python<'_>, value: Value, twin: &str) -> PyResult<Py
                     "received object references inside a pickle, which this version does not support yet",
                 ));
             }
-            runtime(py)?.loads.bind(py).call1((PyBytes::new(py, &data),))?.unbind()
+            runtime(py)?
+                .loads
+                .bind(py)
+                .call1((PyBytes::new(py, &data),))?
+                .unbind()
         }
         Value::Ref(r) => {
             return Err(crate::errors::error(
                 py,
                 "CPy2PyException",
-                &format!("received a reference to object {:?} of {}, which this version does not support yet", r.id, r.owner),
+                &format!(
+                    "received a reference to object {:?} of {}, which this version does not support yet",
+                    r.id, r.owner
+                ),
             ));
         }
         Value::Error(e) => crate::errors::rebuild(py, *e, twin)?.into_any().unbind(),

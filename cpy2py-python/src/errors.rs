@@ -20,7 +20,9 @@ pub(crate) fn error(py: Python<'_>, class: &str, message: &str) -> PyErr {
 /// Maps a failed call.
 pub(crate) fn call_error(py: Python<'_>, err: CallError, what: &str) -> PyErr {
     match err {
-        CallError::PeerLost { twin_id, reason, .. } => error(
+        CallError::PeerLost {
+            twin_id, reason, ..
+        } => error(
             py,
             "TwinterpeterTerminated",
             &format!("twinterpreter {twin_id:?} terminated ({reason}) during {what}"),
@@ -31,12 +33,16 @@ pub(crate) fn call_error(py: Python<'_>, err: CallError, what: &str) -> PyErr {
             &format!("no twinterpreter {peer} is running (for {what})"),
         ),
         CallError::Encode(reason) => error(py, "CPy2PyException", &format!("{what}: {reason}")),
-        CallError::Timeout => {
-            error(py, "TwinterpreterTimeout", &format!("{what} did not complete within its timeout"))
-        }
-        CallError::ShuttingDown => {
-            error(py, "TwinterpeterUnavailable", &format!("cpy2py is shutting down (during {what})"))
-        }
+        CallError::Timeout => error(
+            py,
+            "TwinterpreterTimeout",
+            &format!("{what} did not complete within its timeout"),
+        ),
+        CallError::ShuttingDown => error(
+            py,
+            "TwinterpeterUnavailable",
+            &format!("cpy2py is shutting down (during {what})"),
+        ),
         other => error(py, "CPy2PyException", &format!("{what}: {other}")),
     }
 }
@@ -56,10 +62,13 @@ pub(crate) fn rebuild<'py>(
     twin: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
     let pickled = err.pickle.as_ref().map(|b| PyBytes::new(py, b));
-    runtime(py)?
-        .rebuild_exception
-        .bind(py)
-        .call1((err.type_path, err.message, err.traceback, pickled, twin))
+    runtime(py)?.rebuild_exception.bind(py).call1((
+        err.type_path,
+        err.message,
+        err.traceback,
+        pickled,
+        twin,
+    ))
 }
 
 /// Describes a Python exception for the wire.

@@ -31,7 +31,11 @@ const SIGNAL_SLICE: Duration = Duration::from_millis(100);
 
 fn kernel(py: Python<'_>) -> PyResult<&'static Kernel> {
     KERNEL.get().ok_or_else(|| {
-        errors::error(py, "TwinterpeterUnavailable", "cpy2py is not running in this process (no twin started)")
+        errors::error(
+            py,
+            "TwinterpeterUnavailable",
+            "cpy2py is not running in this process (no twin started)",
+        )
     })
 }
 
@@ -39,8 +43,16 @@ fn local_info(py: Python<'_>, name: String) -> PyResult<LocalInfo> {
     let platform = py.import("platform")?;
     let interpreter: String = platform.call_method0("python_implementation")?.extract()?;
     let version: String = platform.call_method0("python_version")?.extract()?;
-    let pickle_protocol: u8 = py.import("pickle")?.getattr("HIGHEST_PROTOCOL")?.extract()?;
-    Ok(LocalInfo { name, interpreter, version, pickle_protocol })
+    let pickle_protocol: u8 = py
+        .import("pickle")?
+        .getattr("HIGHEST_PROTOCOL")?
+        .extract()?;
+    Ok(LocalInfo {
+        name,
+        interpreter,
+        version,
+        pickle_protocol,
+    })
 }
 
 /// Serves requests from other interpreters by calling Python.
@@ -54,7 +66,10 @@ impl PyHandler {
             .map(|i| i.0)
             .unwrap_or_else(|| ctx.kernel.master_name().to_owned());
         let args_of = |args: Vec<Value>| -> PyResult<Bound<'_, PyTuple>> {
-            let items = args.into_iter().map(|v| to_python(py, v, &twin)).collect::<PyResult<Vec<_>>>()?;
+            let items = args
+                .into_iter()
+                .map(|v| to_python(py, v, &twin))
+                .collect::<PyResult<Vec<_>>>()?;
             PyTuple::new(py, items)
         };
         let kwargs_of = |kwargs: Vec<(String, Value)>| -> PyResult<Option<Bound<'_, PyDict>>> {
@@ -68,16 +83,36 @@ impl PyHandler {
             Ok(Some(dict))
         };
         let result = match op {
-            Op::CallGlobal { module, qualname, args, kwargs } => {
+            Op::CallGlobal {
+                module,
+                qualname,
+                args,
+                kwargs,
+            } => {
                 let func = runtime(py)?.resolve.bind(py).call1((module, qualname))?;
                 func.call(args_of(args)?, kwargs_of(kwargs)?.as_ref())?
             }
-            Op::CallValue { callable, args, kwargs } | Op::Instantiate { class: callable, args, kwargs } => {
+            Op::CallValue {
+                callable,
+                args,
+                kwargs,
+            }
+            | Op::Instantiate {
+                class: callable,
+                args,
+                kwargs,
+            } => {
                 let func = to_python(py, callable, &twin)?.into_bound(py);
                 func.call(args_of(args)?, kwargs_of(kwargs)?.as_ref())?
             }
-            Op::GetAttr { target, name } => to_python(py, target, &twin)?.into_bound(py).getattr(name)?,
-            Op::SetAttr { target, name, value } => {
+            Op::GetAttr { target, name } => {
+                to_python(py, target, &twin)?.into_bound(py).getattr(name)?
+            }
+            Op::SetAttr {
+                target,
+                name,
+                value,
+            } => {
                 let target = to_python(py, target, &twin)?.into_bound(py);
                 target.setattr(name, to_python(py, value, &twin)?)?;
                 py.None().into_bound(py)
@@ -90,11 +125,17 @@ impl PyHandler {
                 return Err(errors::error(
                     py,
                     "CPy2PyException",
-                    &format!("object references are not supported yet (object {:?})", target.id),
+                    &format!(
+                        "object references are not supported yet (object {:?})",
+                        target.id
+                    ),
                 ));
             }
         };
-        Encoder { protocol: ctx.kernel.pickle_protocol(ctx.src) }.value(&result)
+        Encoder {
+            protocol: ctx.kernel.pickle_protocol(ctx.src),
+        }
+        .value(&result)
     }
 }
 
@@ -102,7 +143,11 @@ impl Handler for PyHandler {
     fn handle(&self, ctx: &RequestContext<'_>, op: Op) -> Outcome {
         Python::attach(|py| match PyHandler::run(py, ctx, op) {
             Ok(value) => Outcome::Ok(value),
-            Err(err) => Outcome::Err(errors::describe(py, &err, ctx.kernel.pickle_protocol(ctx.src))),
+            Err(err) => Outcome::Err(errors::describe(
+                py,
+                &err,
+                ctx.kernel.pickle_protocol(ctx.src),
+            )),
         })
     }
 }
@@ -112,7 +157,9 @@ impl Handler for PyHandler {
 fn init_master(py: Python<'_>, master_id: String) -> PyResult<()> {
     if let Some(k) = KERNEL.get() {
         if k.role() == cpy2py_kernel::Role::Twin {
-            return Err(PyRuntimeError::new_err("this process is a twin; only the master starts twins"));
+            return Err(PyRuntimeError::new_err(
+                "this process is a twin; only the master starts twins",
+            ));
         }
         return Ok(());
     }
@@ -154,7 +201,9 @@ fn spawn(
         cwd: cwd.map(Into::into),
         startup_timeout: Some(Duration::from_secs_f64(startup_timeout.max(0.0))),
     };
-    let info = py.detach(|| kernel.spawn(spec)).map_err(|e| errors::kernel_error(py, e))?;
+    let info = py
+        .detach(|| kernel.spawn(spec))
+        .map_err(|e| errors::kernel_error(py, e))?;
     Ok(info.peer.0)
 }
 
@@ -163,16 +212,21 @@ fn spawn(
 fn stop(py: Python<'_>, peer: u32, grace: f64) -> PyResult<String> {
     let kernel = kernel(py)?;
     let grace = Duration::from_secs_f64(grace.max(0.0));
-    py.detach(|| kernel.stop_twin(PeerId(peer), grace)).map_err(|e| match e {
-        cpy2py_kernel::KernelError::UnknownPeer(p) => PyKeyError::new_err(format!("unknown twin {p}")),
-        other => errors::kernel_error(py, other),
-    })
+    py.detach(|| kernel.stop_twin(PeerId(peer), grace))
+        .map_err(|e| match e {
+            cpy2py_kernel::KernelError::UnknownPeer(p) => {
+                PyKeyError::new_err(format!("unknown twin {p}"))
+            }
+            other => errors::kernel_error(py, other),
+        })
 }
 
 /// Whether twin `peer` is connected and running.
 #[pyfunction]
 fn is_alive(py: Python<'_>, peer: u32) -> bool {
-    KERNEL.get().is_some_and(|k| py.detach(|| k.is_alive(PeerId(peer))))
+    KERNEL
+        .get()
+        .is_some_and(|k| py.detach(|| k.is_alive(PeerId(peer))))
 }
 
 /// How twin `peer` ended, or None while it runs.
@@ -225,19 +279,33 @@ fn call(
 ) -> PyResult<Py<PyAny>> {
     let kernel = kernel(py)?;
     let dst = PeerId(peer);
-    let encoder = Encoder { protocol: kernel.pickle_protocol(dst) };
+    let encoder = Encoder {
+        protocol: kernel.pickle_protocol(dst),
+    };
     let rt = runtime(py)?;
     let name = rt.global_name.bind(py).call1((func,))?;
     let args_v = encoder.values(args.iter())?;
     let kwargs_v = encoder.kwargs(kwargs)?;
     let op = if name.is_none() {
-        Op::CallValue { callable: encoder.value(func)?, args: args_v, kwargs: kwargs_v }
+        Op::CallValue {
+            callable: encoder.value(func)?,
+            args: args_v,
+            kwargs: kwargs_v,
+        }
     } else {
         let (module, qualname): (String, String) = name.extract()?;
-        Op::CallGlobal { module, qualname, args: args_v, kwargs: kwargs_v }
+        Op::CallGlobal {
+            module,
+            qualname,
+            args: args_v,
+            kwargs: kwargs_v,
+        }
     };
     let outcome = wait_for(py, kernel, dst, op, timeout)?.map_err(|e| call_failed(py, e, func))?;
-    let twin = kernel.peer_info(dst).map(|i| i.0).unwrap_or_else(|| format!("peer#{peer}"));
+    let twin = kernel
+        .peer_info(dst)
+        .map(|i| i.0)
+        .unwrap_or_else(|| format!("peer#{peer}"));
     match outcome {
         Outcome::Ok(value) => to_python(py, value, &twin),
         Outcome::Err(err) => Err(PyErr::from_value(errors::rebuild(py, err, &twin)?)),
@@ -260,7 +328,9 @@ fn wait_for(
 ) -> PyResult<Result<Outcome, CallError>> {
     let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
     let slice = |deadline: Option<Instant>| match deadline {
-        Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_SLICE),
+        Some(d) => d
+            .saturating_duration_since(Instant::now())
+            .min(SIGNAL_SLICE),
         None => SIGNAL_SLICE,
     };
     let submitted = py.detach(|| {
@@ -289,16 +359,23 @@ fn wait_for(
 #[pyfunction]
 fn serve(py: Python<'_>) -> PyResult<()> {
     if KERNEL.get().is_some() {
-        return Err(PyRuntimeError::new_err("cpy2py already runs in this process"));
+        return Err(PyRuntimeError::new_err(
+            "cpy2py already runs in this process",
+        ));
     }
     let name = std::env::var(cpy2py_kernel::ENV_TWIN_ID).unwrap_or_default();
     let local = local_info(py, name)?;
-    let config = KernelConfig { exit_after_stop: Some(Duration::from_secs(3)), ..KernelConfig::default() };
+    let config = KernelConfig {
+        exit_after_stop: Some(Duration::from_secs(3)),
+        ..KernelConfig::default()
+    };
     let kernel = py
         .detach(|| Kernel::connect_twin(local, config, Arc::new(PyHandler)))
         .map_err(|e| errors::kernel_error(py, e))?;
     if KERNEL.set(kernel.clone()).is_err() {
-        return Err(PyRuntimeError::new_err("cpy2py already runs in this process"));
+        return Err(PyRuntimeError::new_err(
+            "cpy2py already runs in this process",
+        ));
     }
     py.detach(|| kernel.serve());
     Ok(())
@@ -307,13 +384,19 @@ fn serve(py: Python<'_>) -> PyResult<()> {
 /// This process's twin id.
 #[pyfunction]
 fn twin_id() -> String {
-    KERNEL.get().map(|k| k.name().to_owned()).unwrap_or_default()
+    KERNEL
+        .get()
+        .map(|k| k.name().to_owned())
+        .unwrap_or_default()
 }
 
 /// The master's twin id.
 #[pyfunction]
 fn master_id() -> String {
-    KERNEL.get().map(|k| k.master_name().to_owned()).unwrap_or_default()
+    KERNEL
+        .get()
+        .map(|k| k.master_name().to_owned())
+        .unwrap_or_default()
 }
 
 /// This process's peer number.
@@ -325,7 +408,10 @@ fn my_peer() -> u32 {
 /// Peer number of the connected twin `twin_id`.
 #[pyfunction]
 fn peer_of(twin_id: &str) -> Option<u32> {
-    KERNEL.get().and_then(|k| k.peer_by_name(twin_id)).map(|p| p.0)
+    KERNEL
+        .get()
+        .and_then(|k| k.peer_by_name(twin_id))
+        .map(|p| p.0)
 }
 
 /// The module `cpy2py._native`.

@@ -1,2 +1,244 @@
-//! cargo xtask
-fn main() {}
+//! `cargo xtask`: build, test and benchmark orchestration for cpy2py.
+//!
+//! This is the rust-analyzer "xtask" pattern: a workspace member binary behind the
+//! alias `xtask = "run --quiet --package xtask --"` in `.cargo/config.toml`, so that a
+//! fresh checkout needs nothing but cargo and a Python to build and test everything.
+//! Every task is a subcommand; cargo is called through `$CARGO`, from the workspace
+//! root.
+//!
+//! ```text
+//! cargo xtask build                    build cpy2py for CPython and PyPy into target/venv-*
+//! cargo xtask test [-- PYTEST_ARGS]    fmt, clippy, build, cargo test, pytest (both masters)
+//! cargo xtask example [-- ARGS]        run examples/hello_twins.py: CPython master, PyPy twin
+//! cargo xtask bench                    socketpair floor and a no-op cpy2py call, side by side
+//! ```
+//!
+//! PyPy is optional on a developer machine (a loud warning, then its part is skipped)
+//! and required when `CI=true`.
+
+mod bench;
+mod python;
+#[cfg(test)]
+mod tidy;
+
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  build                    build the cpy2py extension for CPython (and PyPy, if found)
+                           and install it into target/venv-cpython (target/venv-pypy)
+  test [-- PYTEST_ARGS]    cargo fmt --check, clippy, build, cargo test, then pytest with
+                           a CPython master and with a PyPy master
+  example [-- ARGS]        build, then run examples/hello_twins.py (CPython master, PyPy twin)
+  bench                    raw socketpair ping-pong (the floor) and a no-op cpy2py call;
+                           report in target/bench/report.md
+
+environment:
+  CI=true                  a missing PyPy is an error instead of a warning
+";
+
+fn main() -> Result<()> {
+    let mut args = env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+
+    let root = project_root();
+    env::set_current_dir(&root)
+        .with_context(|| format!("cannot enter the workspace root {}", root.display()))?;
+
+    match task.as_deref() {
+        Some("build") => {
+            no_arguments("build", &rest)?;
+            python::build(&root).map(drop)
+        }
+        Some("test") => test(&root, passthrough(rest)),
+        Some("example") => example(&root, passthrough(rest)),
+        Some("bench") => {
+            no_arguments("bench", &rest)?;
+            bench::run(&root)
+        }
+        Some(bench::ECHO_CHILD) => bench::echo_child(),
+        None | Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// `cargo xtask test`: everything CI runs, failing at the first failing phase.
+fn test(root: &Path, pytest_args: Vec<String>) -> Result<()> {
+    let mut phases = Phases::default();
+    phases.run("cargo fmt --check", || {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    phases.run("cargo clippy", || {
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    let venvs = phases.run("build (maturin, both interpreters)", || python::build(root))?;
+    phases.run("cargo test", || {
+        run(venvs.test_env(cargo().args(["test", "--workspace"])))
+    })?;
+    let suite = root.join("integration-tests").join("python");
+    phases.run("pytest, CPython master", || {
+        run(venvs.test_env(&mut pytest(&venvs.cpython, &suite, &pytest_args)))
+    })?;
+    if let Some(pypy) = &venvs.pypy {
+        phases.run("pytest, PyPy master", || {
+            run(venvs.test_env(&mut pytest(pypy, &suite, &pytest_args)))
+        })?;
+    }
+    phases.summary();
+    if venvs.pypy.is_none() {
+        python::warn_pypy_skipped();
+    }
+    Ok(())
+}
+
+/// `cargo xtask example`: the newcomer's first run, a CPython master with a PyPy twin.
+fn example(root: &Path, args: Vec<String>) -> Result<()> {
+    let script = root.join("examples").join("hello_twins.py");
+    if !script.is_file() {
+        bail!("{} does not exist (yet)", script.display());
+    }
+    let venvs = python::build(root)?;
+    let mut cmd = Command::new(&venvs.cpython);
+    cmd.arg(&script).args(args);
+    if let Some(pypy) = &venvs.pypy {
+        cmd.env("CPY2PY_EXAMPLE_PYPY", pypy);
+    }
+    run(&mut cmd)
+}
+
+fn pytest(python: &Path, suite: &Path, extra: &[String]) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "pytest"]).arg(suite).args(extra);
+    cmd
+}
+
+/// The workspace root: the parent of this crate's directory.
+pub(crate) fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// `cargo` as the one that runs us (`$CARGO`), so the toolchain stays the same.
+fn cargo() -> Command {
+    Command::new(env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
+}
+
+/// Whether we run in CI, where nothing may be skipped for lack of an interpreter.
+pub(crate) fn in_ci() -> bool {
+    env::var("CI").is_ok_and(|ci| ci == "true")
+}
+
+/// Runs a command with inherited stdio, echoing it first; a non-zero exit is an error.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let shown = show(cmd);
+    eprintln!("$ {shown}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Whether a command succeeds; its output is discarded. For cheap "is it there?" probes.
+pub(crate) fn succeeds(cmd: &mut Command) -> bool {
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// A command line as a shell would show it, with the environment variables we set.
+fn show(cmd: &Command) -> String {
+    let envs = cmd.get_envs().filter_map(|(key, value)| {
+        let value = value?;
+        Some(format!(
+            "{}={}",
+            key.to_string_lossy(),
+            value.to_string_lossy()
+        ))
+    });
+    let program = std::iter::once(cmd.get_program().to_string_lossy().into_owned());
+    let args = cmd.get_args().map(|arg| arg.to_string_lossy().into_owned());
+    envs.chain(program)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Arguments after `--` (the `--` itself is optional).
+fn passthrough(mut args: Vec<String>) -> Vec<String> {
+    if args.first().is_some_and(|arg| arg == "--") {
+        args.remove(0);
+    }
+    args
+}
+
+fn no_arguments(task: &str, args: &[String]) -> Result<()> {
+    if !args.is_empty() {
+        bail!("`cargo xtask {task}` takes no arguments, got {args:?}\n\n{USAGE}");
+    }
+    Ok(())
+}
+
+/// Named, timed phases of a long task, with a summary at the end.
+#[derive(Default)]
+struct Phases {
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn run<T>(&mut self, name: &'static str, phase: impl FnOnce() -> Result<T>) -> Result<T> {
+        eprintln!("\n==> {name}");
+        let start = Instant::now();
+        let result = phase();
+        let took = start.elapsed();
+        match result {
+            Ok(value) => {
+                eprintln!("<== {name}: ok in {:.1} s", took.as_secs_f64());
+                self.done.push((name, took));
+                Ok(value)
+            }
+            Err(error) => {
+                self.summary();
+                Err(error.context(format!("{name} failed after {:.1} s", took.as_secs_f64())))
+            }
+        }
+    }
+
+    fn summary(&self) {
+        if self.done.is_empty() {
+            return;
+        }
+        eprintln!("\nphases passed:");
+        for (name, took) in &self.done {
+            eprintln!("  {:>7.1} s  {name}", took.as_secs_f64());
+        }
+    }
+}
