@@ -30,6 +30,13 @@ pub trait Handler: Send + Sync + 'static {
         let _ = (from, release);
     }
 
+    /// Runs the whole life of a kernel thread (`body`). Override to set up
+    /// per-thread state once instead of per request; the Python bindings keep
+    /// one interpreter thread state per pool thread this way.
+    fn run_thread(&self, body: Box<dyn FnOnce() + Send>) {
+        body();
+    }
+
     /// `peer` is gone (`reason` says how); every call pending on it has failed.
     fn peer_lost(&self, peer: PeerId, reason: &str) {
         let _ = (peer, reason);

@@ -116,6 +116,8 @@ pub(crate) struct Shared {
     pool_cv: Condvar,
     handler: Arc<dyn Handler>,
     stopping: AtomicBool,
+    /// The twin's serving thread, woken when stopping.
+    serve_waiter: Mutex<Option<Arc<Waiter>>>,
     pub(crate) next_peer: AtomicU32,
     pub(crate) spawner: Mutex<Option<std::sync::mpsc::Sender<crate::spawn::SpawnJob>>>,
 }
@@ -200,6 +202,7 @@ impl Kernel {
                 pool_cv: Condvar::new(),
                 handler,
                 stopping: AtomicBool::new(false),
+                serve_waiter: Mutex::new(None),
                 next_peer: AtomicU32::new(1),
                 spawner: Mutex::new(None),
             }),
@@ -536,7 +539,12 @@ impl Kernel {
 
     fn finish(&self, done: Completed) {
         match done {
-            Completed::Wake(waiter) => waiter.wake(),
+            Completed::Wake(waiter) => {
+                // The thread that reads its own reply needs no wake-up call.
+                if !waiter::is_current(&waiter) {
+                    waiter.wake();
+                }
+            }
             Completed::Deliver(callback, result) => {
                 if catch_unwind(AssertUnwindSafe(|| callback(result))).is_err() {
                     tracing::error!("a completion callback panicked");
@@ -855,7 +863,10 @@ impl Kernel {
         let kernel = self.clone();
         let result = std::thread::Builder::new()
             .name("cpy2py-pool".into())
-            .spawn(move || kernel.pool_loop(false));
+            .spawn(move || {
+                let handler = Arc::clone(&kernel.shared.handler);
+                handler.run_thread(Box::new(move || kernel.pool_loop(false)));
+            });
         if let Err(e) = result {
             lock(&self.shared.pool).threads -= 1;
             return Err(e);
@@ -969,9 +980,74 @@ impl Kernel {
 
     /// Twin: serves requests on the calling thread until the master shuts this
     /// twin down or goes away.
+    ///
+    /// This thread reads the master's socket directly and runs each request
+    /// it reads; only while it runs one does the pool's leader watch the socket
+    /// (so a request costs no extra thread wake-up). Returns once stopping.
     pub fn serve(&self) {
-        lock(&self.shared.pool).threads += 1;
-        self.pool_loop(true);
+        let Some(master) = self.peer(PeerId::MASTER) else {
+            return;
+        };
+        let Ok(waiter) = waiter::current_waiter() else {
+            return;
+        };
+        *lock(&self.shared.serve_waiter) = Some(Arc::clone(&waiter));
+        if let Err(e) = self.spawn_pool_thread() {
+            tracing::error!(error = %e, "cannot start the twin's pool thread");
+        }
+        while !self.is_stopping() {
+            let job = match master.reader.try_lock() {
+                Ok(mut buf) => {
+                    let _ = self.watch(&master, false);
+                    let mut runnable = Vec::new();
+                    while runnable.is_empty() && !self.is_stopping() && !master.is_closed() {
+                        waiter.clear();
+                        match sys::poll2(master.fd(), Some(waiter.fd()), false, None) {
+                            Ok(ready) if ready.first => {
+                                if let ReadResult::Gone =
+                                    self.read_once(&master, &mut buf, &mut runnable)
+                                {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::error!(error = %e, "poll failed");
+                                break;
+                            }
+                        }
+                    }
+                    drop(buf);
+                    self.rewatch(&master);
+                    if runnable.is_empty() {
+                        None
+                    } else {
+                        let first = runnable.remove(0);
+                        self.enqueue(runnable);
+                        Some(first)
+                    }
+                }
+                // Another thread waits for a reply and reads meanwhile; it
+                // queues other requests for the pool. Help the pool, and try
+                // to read again soon.
+                Err(_) => {
+                    let mut pool = lock(&self.shared.pool);
+                    if pool.ready.is_empty() {
+                        pool = self
+                            .shared
+                            .pool_cv
+                            .wait_timeout(pool, Duration::from_millis(20))
+                            .map(|(guard, _)| guard)
+                            .unwrap_or_else(|e| e.into_inner().0);
+                    }
+                    pool.ready.pop_front()
+                }
+            };
+            if let Some(job) = job {
+                self.run_inbound(job);
+            }
+        }
+        *lock(&self.shared.serve_waiter) = None;
     }
 
     /// Starts stopping: wakes every thread so that pool threads exit and
@@ -985,6 +1061,9 @@ impl Kernel {
             self.finish(d);
         }
         for (_, (waiter, _)) in lock(&self.shared.chains).iter() {
+            waiter.wake();
+        }
+        if let Some(waiter) = &*lock(&self.shared.serve_waiter) {
             waiter.wake();
         }
         let _ = self.shared.waker.wake();
@@ -1224,18 +1303,11 @@ impl PendingCall {
                 Ok(mut buf) => {
                     let _ = kernel.watch(&self.route, false);
                     let mut runnable = Vec::new();
-                    loop {
-                        let ready = match sys::poll2(
-                            self.route.fd(),
-                            Some(self.waiter.fd()),
-                            false,
-                            remaining,
-                        ) {
-                            Ok(ready) => ready,
-                            Err(_) => break,
-                        };
+                    // Until woken for something else, timed out, or done.
+                    while let Ok(ready) =
+                        sys::poll2(self.route.fd(), Some(self.waiter.fd()), false, remaining)
+                    {
                         if !ready.first {
-                            // Woken for something else, or timed out.
                             break;
                         }
                         let result = kernel.read_once(&self.route, &mut buf, &mut runnable);

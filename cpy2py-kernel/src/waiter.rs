@@ -91,6 +91,16 @@ pub(crate) fn current_waiter() -> io::Result<Arc<Waiter>> {
     })
 }
 
+/// Whether `waiter` belongs to the calling thread.
+pub(crate) fn is_current(waiter: &Arc<Waiter>) -> bool {
+    THREAD.with(|t| {
+        t.waiter
+            .borrow()
+            .as_ref()
+            .is_some_and(|w| Arc::ptr_eq(w, waiter))
+    })
+}
+
 /// The chain this thread is on: the one of the request it is running, or its
 /// own (started here, in peer `me`).
 pub(crate) fn current_chain(me: PeerId) -> ChainId {

@@ -55,6 +55,16 @@ fn local_info(py: Python<'_>, name: String) -> PyResult<LocalInfo> {
     })
 }
 
+/// Makes sure the interpreter's GIL exists before kernel threads attach to it:
+/// PyPy creates it only when the first Python thread starts, and aborts if a
+/// foreign thread tries to take it before.
+fn ensure_threads(py: Python<'_>) -> PyResult<()> {
+    let thread = py.import("threading")?.getattr("Thread")?.call0()?;
+    thread.call_method0("start")?;
+    thread.call_method0("join")?;
+    Ok(())
+}
+
 /// Serves requests from other interpreters by calling Python.
 struct PyHandler;
 
@@ -140,6 +150,13 @@ impl PyHandler {
 }
 
 impl Handler for PyHandler {
+    fn run_thread(&self, body: Box<dyn FnOnce() + Send>) {
+        // Attaching once and detaching for the thread's life keeps its thread
+        // state: each later `Python::attach` is then cheap instead of creating
+        // and destroying one per request.
+        Python::attach(|py| py.detach(body));
+    }
+
     fn handle(&self, ctx: &RequestContext<'_>, op: Op) -> Outcome {
         Python::attach(|py| match PyHandler::run(py, ctx, op) {
             Ok(value) => Outcome::Ok(value),
@@ -164,6 +181,7 @@ fn init_master(py: Python<'_>, master_id: String) -> PyResult<()> {
         return Ok(());
     }
     let local = local_info(py, master_id)?;
+    ensure_threads(py)?;
     let kernel = py
         .detach(|| Kernel::start_master(local, KernelConfig::default(), Arc::new(PyHandler)))
         .map_err(|e| errors::kernel_error(py, e))?;
@@ -365,6 +383,7 @@ fn serve(py: Python<'_>) -> PyResult<()> {
     }
     let name = std::env::var(cpy2py_kernel::ENV_TWIN_ID).unwrap_or_default();
     let local = local_info(py, name)?;
+    ensure_threads(py)?;
     let config = KernelConfig {
         exit_after_stop: Some(Duration::from_secs(3)),
         ..KernelConfig::default()

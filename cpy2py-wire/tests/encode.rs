@@ -6,8 +6,7 @@ mod common;
 
 use common::{frame, value_envelope};
 use cpy2py_wire::{
-    Bytes, Envelope, FrameDecoder, HEADER_LEN, Message, PeerId, Value, WireError, encode_frame,
-    frame_length,
+    Bytes, Envelope, FrameDecoder, HEADER_LEN, Message, PeerId, Value, encode_frame, frame_length,
 };
 
 #[test]
