@@ -193,6 +193,12 @@ fn read_hello(
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(match exited() {
+                        Some(status) => HelloError::Exited(status),
+                        None => HelloError::Closed,
+                    });
+                }
                 Err(e) => return Err(HelloError::Bad(e.to_string())),
             },
             Ok(_) => {
