@@ -808,6 +808,14 @@ impl Kernel {
     pub(crate) fn run_inbound(&self, inbound: Inbound) {
         let Inbound { src, request } = inbound;
         let Request { id, chain, op } = request;
+        let _span = tracing::trace_span!(
+            "request",
+            src = src.0,
+            id = id.index,
+            chain.origin = chain.origin.0,
+            chain.thread = chain.thread
+        )
+        .entered();
         let outcome = {
             let _chain = ChainGuard::enter(chain);
             let ctx = RequestContext {

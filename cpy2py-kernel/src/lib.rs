@@ -65,5 +65,5 @@ pub use crate::error::{CallError, KernelError};
 pub use crate::handler::{Handler, RequestContext};
 pub use crate::kernel::{Kernel, KernelConfig, LocalInfo, PendingCall, Role};
 pub use crate::pending::Callback;
-pub use crate::spawn::{ENV_FD, ENV_STDERR_FD, ENV_TWIN_ID, TwinInfo, TwinSpec};
+pub use crate::spawn::{ENV_FD, ENV_MASTER_NAME, ENV_STDERR_FD, ENV_TWIN_ID, TwinInfo, TwinSpec};
 pub use cpy2py_wire as wire;

@@ -24,6 +24,8 @@ pub const ENV_FD: &str = "CPY2PY_FD";
 pub const ENV_STDERR_FD: &str = "CPY2PY_STDERR_FD";
 /// Environment variable carrying the twin's id.
 pub const ENV_TWIN_ID: &str = "CPY2PY_TWIN_ID";
+/// Environment variable carrying the master's name (its twin id).
+pub const ENV_MASTER_NAME: &str = "CPY2PY_MASTER_NAME";
 
 /// How to start a twin.
 #[derive(Clone, Debug)]
@@ -278,6 +280,7 @@ impl Kernel {
         if self.peer_by_name(&spec.twin_id).is_some() {
             return Err(KernelError::DuplicateTwin(spec.twin_id));
         }
+        let _span = tracing::debug_span!("spawn", twin = %spec.twin_id).entered();
         let io_err = |context| move |source| KernelError::Io { context, source };
         let (ours, theirs) = UnixStream::pair().map_err(io_err("creating a socketpair"))?;
         let (err_read, err_write) = sys::pipe().map_err(io_err("creating the stderr pipe"))?;
@@ -298,6 +301,7 @@ impl Kernel {
             .env(ENV_FD, child_fd.to_string())
             .env(ENV_STDERR_FD, stderr_fd.to_string())
             .env(ENV_TWIN_ID, &spec.twin_id)
+            .env(ENV_MASTER_NAME, &self.shared.local.name)
             .stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
             .stderr(Stdio::from(err_write));

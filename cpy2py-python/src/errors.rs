@@ -73,9 +73,10 @@ pub(crate) fn rebuild<'py>(
 
 /// Describes a Python exception for the wire.
 pub(crate) fn describe(py: Python<'_>, err: &PyErr, protocol: u8) -> RemoteError {
-    let value = err.value(py);
+    // `into_value` attaches the traceback, which `value` alone may lack.
+    let value = err.clone_ref(py).into_value(py).into_bound(py);
     let described = runtime(py).and_then(|rt| {
-        let t = rt.describe_exception.bind(py).call1((value, protocol))?;
+        let t = rt.describe_exception.bind(py).call1((&value, protocol))?;
         let t = t.downcast::<PyTuple>()?;
         let pickled: Option<Vec<u8>> = t.get_item(3)?.extract()?;
         Ok(RemoteError {

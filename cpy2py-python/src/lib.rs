@@ -366,6 +366,8 @@ fn wait_for(
         }
         // Dropping `pending` on this early return abandons the call.
         py.check_signals()?;
+        // PyPy's PyErr_CheckSignals does nothing; its handlers run in bytecode.
+        runtime(py)?.poll_signals.bind(py).call0()?;
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(Err(CallError::Timeout));
         }

@@ -12,6 +12,7 @@ pub(crate) struct Runtime {
     pub loads: Py<PyAny>,
     pub describe_exception: Py<PyAny>,
     pub rebuild_exception: Py<PyAny>,
+    pub poll_signals: Py<PyAny>,
     pub errors: Py<PyModule>,
 }
 
@@ -31,6 +32,7 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
         loads: get("loads")?,
         describe_exception: get("describe_exception")?,
         rebuild_exception: get("rebuild_exception")?,
+        poll_signals: get("poll_signals")?,
         errors: py.import("cpy2py.errors")?.unbind(),
     };
     // A concurrent first use may have won the race; either copy is the same.

@@ -1,0 +1,95 @@
+"""cpy2py: several Python interpreters acting as one application.
+
+The master (your interpreter) starts twinterpreters (PyPy, another CPython, a
+virtualenv's Python) as child processes and runs functions in them::
+
+    from cpy2py import TwinMaster, twinfunction
+
+    with TwinMaster('pypy3') as pypy:
+        pypy.execute(my_function, 1, 2, doctor="who?")   # runs in PyPy
+
+    @twinfunction('pypy3')
+    def hot_loop(n): ...                                # always runs in PyPy
+
+Everything public is importable from here. Logging goes to the ``__cpy2py__`` logger
+hierarchy; set the environment variable ``CPY2PY_DEBUG`` to log to stderr (its value
+may be a level name such as ``INFO``; otherwise the level is ``DEBUG``).
+"""
+
+from __future__ import annotations
+
+import logging as _logging
+import os as _os
+from typing import Any as _Any
+
+
+def _setup_logging() -> None:
+    logger = _logging.getLogger("__cpy2py__")
+    if getattr(logger, "_cpy2py_configured", False):
+        return
+    logger._cpy2py_configured = True  # type: ignore[attr-defined]
+    debug = _os.environ.get("CPY2PY_DEBUG", "").strip()
+    if not debug:
+        logger.addHandler(_logging.NullHandler())
+        return
+    level = getattr(_logging, debug.upper(), None)
+    if not isinstance(level, int):
+        level = _logging.DEBUG
+    handler = _logging.StreamHandler()
+    handler.setFormatter(
+        _logging.Formatter("[%(name)s %(process)d %(threadName)s] %(levelname)s: %(message)s")
+    )
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+_setup_logging()
+
+from . import errors, kernel_state  # noqa: E402
+from .errors import (  # noqa: E402
+    CPy2PyException,
+    RemoteException,
+    RemoteTraceback,
+    TwinterpeterTerminated,
+    TwinterpeterUnavailable,
+    TwinterpreterTerminated,
+    TwinterpreterTimeout,
+    TwinterpreterUnavailable,
+    UnpicklableError,
+)
+from .function import localmethod, twinfunction  # noqa: E402
+from .master import TwinMaster  # noqa: E402
+
+__all__ = [
+    "TwinMaster",
+    "twinfunction",
+    "localmethod",
+    "kernel_state",
+    "errors",
+    "CPy2PyException",
+    "TwinterpeterUnavailable",
+    "TwinterpeterTerminated",
+    "TwinterpreterUnavailable",
+    "TwinterpreterTerminated",
+    "TwinterpreterTimeout",
+    "UnpicklableError",
+    "RemoteException",
+    "RemoteTraceback",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> _Any:
+    # the version comes from the installed distribution; looked up on demand so that
+    # a twin's startup does not pay for scanning the installed packages
+    if name == "__version__":
+        try:
+            from importlib.metadata import version
+        except ImportError:  # pragma: no cover
+            return "unknown"
+        try:
+            return version("cpy2py")
+        except Exception:
+            return "unknown"
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

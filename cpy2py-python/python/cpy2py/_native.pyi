@@ -1,0 +1,107 @@
+"""Type stubs of ``cpy2py._native``, the Rust core's Python module.
+
+Private: users import from ``cpy2py``. This file is the contract between the Rust
+glue (``cpy2py-python/src``) and the Python package.
+
+The process has one kernel. In a master it starts on first use (``init_master``);
+in a twin ``serve`` starts it from the environment its master gave it.
+
+Rust calls back into ``cpy2py._runtime`` for everything that is Python policy
+rather than protocol: resolving names, pickling, describing and rebuilding
+exceptions (see that module).
+"""
+
+from typing import Any, Mapping, Optional, Sequence, Tuple
+
+PROTOCOL_VERSION: int
+"""Wire protocol version spoken by this build."""
+
+MASTER_PEER: int
+"""Peer number of the master (0)."""
+
+def init_master(master_id: str) -> None:
+    """Start this process's kernel as the master, named ``master_id``.
+
+    Idempotent. Raises RuntimeError if this process is already a twin.
+    """
+
+def is_initialized() -> bool:
+    """Whether this process's kernel runs (as master or twin)."""
+
+def spawn(
+    twin_id: str,
+    executable: str,
+    args: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Optional[str],
+    startup_timeout: float,
+) -> int:
+    """Start ``executable *args`` as a twin and complete the handshake.
+
+    ``env`` is added to the inherited environment. Returns the twin's peer number.
+    The twin must call ``serve()`` (``python -m cpy2py.twin`` does).
+
+    Raises ``cpy2py.errors.TwinterpeterUnavailable`` when the executable cannot be
+    started (naming the path tried), exits before the handshake (with its exit
+    status and the stderr it wrote, e.g. ``No module named cpy2py``), speaks another
+    protocol version, or does not answer within ``startup_timeout`` seconds.
+    """
+
+def stop(peer: int, grace: float) -> str:
+    """Ask twin ``peer`` to shut down; kill it after ``grace`` seconds.
+
+    Every call pending on it fails with ``TwinterpeterTerminated``. Waits for the
+    process (no zombie) and returns how it ended (``"exited with status 0"``,
+    ``"killed by signal 9"``). Stopping a twin that is already gone returns how it
+    ended; an unknown peer raises KeyError.
+    """
+
+def is_alive(peer: int) -> bool:
+    """Whether twin ``peer`` is connected and its process has not ended."""
+
+def exit_status(peer: int) -> Optional[str]:
+    """How twin ``peer`` ended, or None while it runs."""
+
+def twin_pid(peer: int) -> int:
+    """Process id of twin ``peer``."""
+
+def peer_info(peer: int) -> Tuple[str, str, str]:
+    """``(twin_id, interpreter, version)`` from the peer's handshake."""
+
+def call(
+    peer: int, func: Any, args: Tuple[Any, ...], kwargs: Mapping[str, Any],
+    timeout: Optional[float] = None,
+) -> Any:
+    """Run ``func(*args, **kwargs)`` in peer ``peer`` and return its result.
+
+    ``func`` travels by reference when it is a module-level function, class or
+    builtin (``_runtime.global_name``), otherwise pickled. Arguments and results
+    travel by value. Blocks with the GIL released; Ctrl-C raises KeyboardInterrupt
+    in the caller (the late reply is discarded). A remote exception is re-raised
+    with its own type and the remote traceback as its ``__cause__``
+    (``_runtime.rebuild_exception``). A dead or stopped peer raises
+    ``TwinterpeterTerminated`` naming the twin and how it ended; ``timeout``
+    (seconds) raises ``cpy2py.errors.TwinterpreterTimeout``.
+
+    In a twin, ``peer`` 0 is the master and other numbers are routed through it.
+    """
+
+def serve() -> None:
+    """Run this process as a twin: connect to the master named in the environment,
+    handshake, and serve requests until the master shuts us down or goes away.
+
+    Returns when the twin should exit. Raises RuntimeError if the environment does
+    not describe a master.
+    """
+
+def twin_id() -> str:
+    """This process's twin id (the master's own id in the master)."""
+
+def master_id() -> str:
+    """The master's twin id, as the master announced it."""
+
+def my_peer() -> int:
+    """This process's peer number (0 in the master)."""
+
+def peer_of(twin_id: str) -> Optional[int]:
+    """Peer number of the connected twin ``twin_id`` (as known here), or None."""

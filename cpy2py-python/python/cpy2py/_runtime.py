@@ -1,0 +1,511 @@
+"""Python policy the Rust core calls: names, pickling, exceptions, ``__main__``.
+
+Private. ``cpy2py._native`` calls these functions (the signatures are its contract);
+the rest of the package uses the helpers at the bottom.
+
+Names. Functions and classes travel by reference, as ``(module, qualname)``
+(:func:`global_name` on the sending side, :func:`resolve` on the receiving side).
+
+``__main__``. The master's ``__main__`` module (the user's script) is known everywhere
+under the alias :data:`MAIN_ALIAS`:
+
+- in the master, :data:`MAIN_ALIAS` means ``sys.modules['__main__']``;
+- in a twin, ``sys.modules['__main__']`` is the bootstrap (``cpy2py.twin``) until the
+  alias is first needed; then the master's script is loaded as the module
+  :data:`MAIN_ALIAS` (without running its ``if __name__ == "__main__":`` block) and
+  both ``__main__`` and :data:`MAIN_ALIAS` refer to it. Pickles and names that say
+  ``__main__`` or :data:`MAIN_ALIAS` resolve to it.
+"""
+
+from __future__ import annotations
+
+import collections
+import copyreg
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import io
+import logging
+import os
+import pickle
+import site
+import sys
+import traceback
+import types
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import errors, kernel_state
+
+__all__ = [
+    "MAIN_ALIAS",
+    "global_name",
+    "resolve",
+    "dumps",
+    "loads",
+    "describe_exception",
+    "rebuild_exception",
+    "lookup_twin",
+    "main_module_spec",
+]
+
+#: Module name under which the master's ``__main__`` is known in every interpreter.
+MAIN_ALIAS = "__cpy2py_main__"
+#: Where a twin keeps its bootstrap module once ``__main__`` is the master's script.
+BOOTSTRAP_ALIAS = "__cpy2py_bootstrap__"
+
+_log = logging.getLogger("__cpy2py__.runtime")
+
+#: Whether this process is a twin (set once by :func:`_install_twin_main`).
+_IS_TWIN = False
+
+# --------------------------------------------------------------------------- names
+
+#: ``id(obj) -> (obj, (module, qualname))`` for objects known to be reachable by name.
+#: Holding ``obj`` keeps its id from being reused while the entry exists. Only objects
+#: reachable from a module (so alive anyway) get in, and the size is capped.
+_GLOBAL_CACHE: Dict[int, Tuple[object, Tuple[str, str]]] = {}
+_GLOBAL_CACHE_LIMIT = 4096
+#: ``(module, qualname) -> object`` for names resolved here.
+_RESOLVE_CACHE: Dict[Tuple[str, str], object] = {}
+
+
+def global_name(obj: object) -> tuple[str, str] | None:
+    """``(module, qualname)`` under which ``obj`` can be found by reference, or None.
+
+    True for functions, builtins, classes and anything else whose ``__module__`` and
+    ``__qualname__`` lead back to the very same object (and whose qualname has no
+    ``<locals>`` or ``<lambda>``). The master's ``__main__`` is reported as
+    :data:`MAIN_ALIAS`.
+    """
+    entry = _GLOBAL_CACHE.get(id(obj))
+    if entry is not None and entry[0] is obj:
+        return entry[1]
+    name = _find_global_name(obj)
+    if name is not None:
+        if len(_GLOBAL_CACHE) >= _GLOBAL_CACHE_LIMIT:
+            _GLOBAL_CACHE.clear()
+        _GLOBAL_CACHE[id(obj)] = (obj, name)
+    return name
+
+
+def _find_global_name(obj: object) -> tuple[str, str] | None:
+    try:
+        module_name = obj.__module__  # type: ignore[attr-defined]
+        qualname = obj.__qualname__  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    if type(module_name) is not str or type(qualname) is not str or "<" in qualname:
+        return None
+    if module_name == "__main__" or module_name == MAIN_ALIAS:
+        wire_module = MAIN_ALIAS
+        if _IS_TWIN:
+            module = sys.modules.get(MAIN_ALIAS)  # never load the script just to look
+        else:
+            module = sys.modules.get("__main__")
+    else:
+        wire_module = module_name
+        module = sys.modules.get(module_name)
+        if module is None:
+            try:
+                module = importlib.import_module(module_name)
+            except Exception:
+                return None
+    if module is None:
+        return None
+    found: Any = module
+    try:
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except Exception:
+        return None
+    if found is not obj:
+        return None
+    return (wire_module, qualname)
+
+
+def resolve(module: str, qualname: str) -> object:
+    """The object named ``qualname`` in ``module``, importing ``module`` if needed.
+
+    :data:`MAIN_ALIAS` and ``'__main__'`` mean the master's main module. Raises
+    ImportError or AttributeError naming what was looked up and where.
+    """
+    key = (module, qualname)
+    try:
+        return _RESOLVE_CACHE[key]
+    except KeyError:
+        pass
+    found: Any = _import_module(module, qualname)
+    walked = []
+    for part in qualname.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError as error:
+            walked.append(part)
+            raise AttributeError(
+                "cannot resolve %s.%s in %s: %r has no attribute %r"
+                % (module, qualname, _here(), ".".join([module] + walked[:-1]), part)
+            ) from error
+        walked.append(part)
+    _RESOLVE_CACHE[key] = found
+    return found
+
+
+def _import_module(module: str, qualname: str) -> Any:
+    if module == "__main__" or module == MAIN_ALIAS:
+        if not _IS_TWIN:
+            return sys.modules["__main__"]
+        module = MAIN_ALIAS
+    found = sys.modules.get(module)
+    if found is not None and not getattr(getattr(found, "__spec__", None), "_initializing", False):
+        return found
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        message = "cannot import module %r in %s (needed for %s.%s): %s" % (
+            module,
+            _here(),
+            module,
+            qualname,
+            error,
+        )
+        try:
+            clear = type(error)(message, name=error.name, path=error.path)
+        except Exception:
+            clear = ImportError(message, name=error.name, path=error.path)
+        raise clear from error
+
+
+def _here() -> str:
+    if kernel_state.is_master():
+        return "the master %r" % (kernel_state.TWIN_ID,)
+    return "twinterpreter %r" % (kernel_state.TWIN_ID,)
+
+
+# ------------------------------------------------------------------------- pickling
+
+
+class _Pickler(pickle.Pickler):
+    """Pickler of values crossing to another interpreter."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        """Hook for objects passed by reference (TwinObjects, later); None = by value."""
+        return None
+
+
+def _reduce_method(method: Any) -> Any:
+    return (getattr, (method.__self__, method.__name__))
+
+
+if sys.implementation.name == "pypy":
+    # PyPy pickles bound builtin methods ([].count) with its own _pickle_support
+    # module, which CPython lacks; pickle them the portable way, as CPython does.
+    # (Not needed on CPython, whose C pickler would pay for a dispatch table.)
+    _Pickler.dispatch_table = collections.ChainMap(  # type: ignore[assignment]
+        {types.MethodType: _reduce_method}, copyreg.dispatch_table
+    )
+
+
+class _Unpickler(pickle.Unpickler):
+    """Unpickler of values from another interpreter; maps the ``__main__`` alias."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "__main__" or module == MAIN_ALIAS:
+            module = MAIN_ALIAS if _IS_TWIN else "__main__"
+        return super().find_class(module, name)
+
+
+def dumps(obj: object, protocol: int) -> bytes:
+    """Pickle ``obj`` to send it to another interpreter.
+
+    Raises :class:`cpy2py.errors.UnpicklableError` naming the object and the reason.
+    """
+    buffer = io.BytesIO()
+    try:
+        _Pickler(buffer, protocol).dump(obj)
+    except Exception as error:
+        raise errors.UnpicklableError.for_object(obj, error) from error
+    return buffer.getvalue()
+
+
+def loads(data: bytes) -> object:
+    """Unpickle what :func:`dumps` made in another interpreter."""
+    return _Unpickler(io.BytesIO(data)).load()
+
+
+# ----------------------------------------------------------------------- exceptions
+
+
+def _type_path(cls: type) -> str:
+    module = getattr(cls, "__module__", None) or "builtins"
+    if module == MAIN_ALIAS:
+        module = "__main__"
+    return "%s.%s" % (module, getattr(cls, "__qualname__", cls.__name__))
+
+
+def describe_exception(
+    exc: BaseException, protocol: int, tb: types.TracebackType | None = None
+) -> tuple[str, str, str, bytes | None]:
+    """``(type path, str(exc), formatted traceback, pickle or None)`` of ``exc``.
+
+    The traceback text includes chained causes and contexts. ``tb`` is used when
+    ``exc.__traceback__`` is not set. The pickle is None when ``exc`` cannot be
+    pickled or its pickle does not load back.
+    """
+    cls = type(exc)
+    type_path = _type_path(cls)
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<exception str() failed>"
+    if tb is None:
+        tb = exc.__traceback__
+    try:
+        tb_text = "".join(traceback.format_exception(cls, exc, tb))
+    except Exception:
+        tb_text = "%s: %s\n(traceback could not be formatted)\n" % (type_path, message)
+    pickled: Optional[bytes] = None
+    try:
+        data = dumps(exc, protocol)
+        loads(data)
+    except Exception as error:
+        _log.debug("exception %s cannot cross by pickle: %s", type_path, error)
+    else:
+        pickled = data
+    return type_path, message, tb_text, pickled
+
+
+def rebuild_exception(
+    type_path: str,
+    message: str,
+    traceback: str,
+    pickled: bytes | None,
+    twin_id: str,
+) -> BaseException:
+    """The local exception for one raised in ``twin_id``.
+
+    The unpickled original with an :class:`~cpy2py.errors.RemoteTraceback` as its
+    ``__cause__``, or a :class:`~cpy2py.errors.RemoteException` carrying type name,
+    message and traceback text when it cannot be unpickled.
+    """
+    if pickled is not None:
+        try:
+            exc = loads(pickled)
+        except Exception as error:
+            _log.debug("exception %s from %r does not unpickle: %s", type_path, twin_id, error)
+        else:
+            if isinstance(exc, BaseException):
+                exc.__cause__ = errors.RemoteTraceback(
+                    "Traceback in twinterpreter %r:\n%s" % (twin_id, traceback)
+                )
+                return exc
+    return errors.RemoteException(type_path, message, traceback, twin_id=twin_id)
+
+
+# ---------------------------------------------------------------------------- twins
+
+
+def lookup_twin(twin_id: str) -> int:
+    """Peer number of the running twin ``twin_id``; starts it if needed.
+
+    Runs in the master (twins call it there). Starting is skipped, and
+    :class:`~cpy2py.errors.TwinterpeterUnavailable` raised instead, when the
+    environment variable ``CPY2PY_NOAUTO`` is set.
+    """
+    if _IS_TWIN:
+        raise RuntimeError("lookup_twin runs in the master, not in twinterpreter %r" % (kernel_state.TWIN_ID,))
+    from . import master
+
+    return master._peer_for(twin_id)
+
+
+# ------------------------------------------------------------------------- __main__
+
+
+def main_module_spec() -> dict:
+    """What a twin needs to import the master's ``__main__`` and the user's modules.
+
+    ``{'path': absolute path of the main script or None, 'module': its module name
+    when run with ``-m`` or None, 'sys_path': [...]}``. Both are None when there is no
+    main file (``python -c``, stdin, REPL). ``sys_path`` lists the master's
+    ``sys.path`` entries outside the interpreter's own installation (prefixes and
+    site-packages), absolute, in order.
+    """
+    main = sys.modules.get("__main__")
+    path: Optional[str] = None
+    module: Optional[str] = None
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    if isinstance(spec_name, str) and spec_name and spec_name != "__main__":
+        module = spec_name
+    else:
+        main_file = getattr(main, "__file__", None)
+        if isinstance(main_file, str) and main_file and os.path.isfile(main_file):
+            path = os.path.abspath(main_file)
+    return {"path": path, "module": module, "sys_path": _user_sys_path()}
+
+
+def _user_sys_path() -> List[str]:
+    own: List[str] = []
+    for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix, getattr(sys, "base_exec_prefix", None)):
+        if prefix:
+            own.append(os.path.realpath(prefix))
+    try:
+        own.extend(os.path.realpath(p) for p in site.getsitepackages())
+    except Exception:  # old virtualenv's site module
+        pass
+    try:
+        own.append(os.path.realpath(site.getusersitepackages()))
+    except Exception:
+        pass
+    result: List[str] = []
+    for entry in sys.path:
+        if not isinstance(entry, str):
+            continue
+        absolute = os.path.abspath(entry or os.curdir)
+        real = os.path.realpath(absolute)
+        if any(real == p or real.startswith(p.rstrip(os.sep) + os.sep) for p in own):
+            continue
+        if not os.path.exists(absolute) or absolute in result:
+            continue
+        result.append(absolute)
+    return result
+
+
+def _become_master() -> None:
+    """Make :data:`MAIN_ALIAS` importable in the master (it is ``__main__``)."""
+    if _IS_TWIN:
+        raise RuntimeError("this process is twinterpreter %r, not a master" % (kernel_state.TWIN_ID,))
+    main = sys.modules.get("__main__")
+    if main is not None:
+        sys.modules.setdefault(MAIN_ALIAS, main)
+
+
+class _MainLoader(importlib.abc.Loader):
+    """Executes the master's main script (or ``-m`` module) as :data:`MAIN_ALIAS`."""
+
+    def __init__(self, path: str, package: Optional[str], run_main: bool) -> None:
+        self.path = path
+        self.package = package
+        self.run_main = run_main
+
+    def is_package(self, fullname: str) -> bool:
+        return False
+
+    def create_module(self, spec: Any) -> None:
+        return None
+
+    def exec_module(self, module: Any) -> None:
+        if self.path.endswith((".pyc", ".pyo")):
+            code = importlib.machinery.SourcelessFileLoader(MAIN_ALIAS, self.path).get_code(MAIN_ALIAS)
+        else:
+            with io.open_code(self.path) as source_file:
+                source = source_file.read()
+            code = compile(source, self.path, "exec", dont_inherit=True)
+        if self.package is not None:
+            module.__package__ = self.package
+        if self.run_main:
+            module.__name__ = "__main__"
+        previous_main = sys.modules.get("__main__")
+        sys.modules["__main__"] = module
+        _log.debug("loading the master's __main__ from %s (run_main=%s)", self.path, self.run_main)
+        try:
+            exec(code, module.__dict__)
+        except BaseException:
+            if previous_main is not None:
+                sys.modules["__main__"] = previous_main
+            raise
+
+
+class _ImportAsMainLoader(importlib.abc.Loader):
+    """Fallback for a ``-m`` module that is not a plain source file: import it under
+    its own name and let :data:`MAIN_ALIAS` refer to it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def create_module(self, spec: Any) -> None:
+        return None
+
+    def exec_module(self, module: Any) -> None:
+        # the import system returns whatever sys.modules[MAIN_ALIAS] is afterwards
+        sys.modules[MAIN_ALIAS] = importlib.import_module(self.name)
+
+
+class _MainFinder(importlib.abc.MetaPathFinder):
+    """Finds :data:`MAIN_ALIAS` in a twin: the master's main script, loaded lazily."""
+
+    def __init__(self, config: Optional[dict]) -> None:
+        self.config = config or {}
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != MAIN_ALIAS:
+            return None
+        config = self.config
+        run_main = bool(config.get("run_main"))
+        if config.get("path"):
+            main_path = config["path"]
+            if not os.path.exists(main_path):
+                raise ModuleNotFoundError(
+                    "the master's __main__ script %r does not exist in twinterpreter %r"
+                    % (main_path, kernel_state.TWIN_ID),
+                    name=MAIN_ALIAS,
+                )
+            loader: importlib.abc.Loader = _MainLoader(main_path, None, run_main)
+            origin = main_path
+        elif config.get("module"):
+            name = config["module"]
+            real = importlib.util.find_spec(name)
+            if real is None:
+                raise ModuleNotFoundError(
+                    "the master's __main__ module %r is not importable in twinterpreter %r"
+                    % (name, kernel_state.TWIN_ID),
+                    name=MAIN_ALIAS,
+                )
+            if isinstance(real.loader, importlib.machinery.SourceFileLoader) and real.origin:
+                loader = _MainLoader(real.origin, real.parent, run_main)
+                origin = real.origin
+            else:
+                loader = _ImportAsMainLoader(name)
+                origin = real.origin or name
+        else:
+            reason = config.get("reason") or "the master has no __main__ file"
+            raise ModuleNotFoundError(
+                "the master's __main__ is not available in twinterpreter %r: %s"
+                % (kernel_state.TWIN_ID, reason),
+                name=MAIN_ALIAS,
+            )
+        spec = importlib.util.spec_from_loader(MAIN_ALIAS, loader, origin=origin)
+        if spec is not None and isinstance(loader, _MainLoader):
+            spec.has_location = True
+        return spec
+
+
+def _install_twin_main(config: Optional[dict]) -> None:
+    """Set this twin up to load the master's ``__main__`` on first use.
+
+    ``config`` is ``{'path': ..., 'module': ..., 'run_main': bool, 'reason': ...}`` or
+    None (no alias). Called once by the twin bootstrap before serving.
+    """
+    global _IS_TWIN
+    _IS_TWIN = True
+    bootstrap = sys.modules.get("__main__")
+    if bootstrap is not None:
+        sys.modules[BOOTSTRAP_ALIAS] = bootstrap
+        if sys.modules.get(MAIN_ALIAS) is bootstrap:
+            del sys.modules[MAIN_ALIAS]
+    _GLOBAL_CACHE.clear()
+    _RESOLVE_CACHE.clear()
+    sys.meta_path.insert(0, _MainFinder(config))
+
+
+def _load_main() -> Any:
+    """Load the master's ``__main__`` now (for ``run_main``)."""
+    return importlib.import_module(MAIN_ALIAS)
+
+
+def poll_signals() -> None:
+    """Runs pending signal handlers (Ctrl-C) on interpreters where
+    ``PyErr_CheckSignals`` does not (PyPy's cpyext): they run at a backward
+    jump in bytecode, which this loop provides."""
+    for _ in range(2):
+        pass

@@ -1,0 +1,462 @@
+"""The master's handle on a twinterpreter: :class:`TwinMaster`.
+
+There is one :class:`TwinMaster` per twin id in a process (``TwinMaster('pypy3') is
+TwinMaster('pypy3')``), as in the original cpy2py. It starts the twin (``executable -m
+cpy2py.twin``, connected to this process's kernel), runs calls in it and stops it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+from typing import Any, Dict, Optional
+
+from . import _native, _runtime, errors, kernel_state
+
+__all__ = ["TwinMaster"]
+
+_log = logging.getLogger("__cpy2py__.master")
+
+#: Environment variable carrying a twin's configuration (JSON) to ``cpy2py.twin``.
+CONFIG_ENV = "CPY2PY_TWIN_CONFIG"
+#: Version of the configuration's layout.
+CONFIG_VERSION = 1
+#: Environment variable that, when set, forbids starting twins implicitly.
+NOAUTO_ENV = "CPY2PY_NOAUTO"
+#: Grace period for twins still running when the master exits.
+ATEXIT_GRACE = 2.0
+
+_native_call = _native.call
+
+_master_lock = threading.Lock()
+_master_ready = False
+
+
+def _ensure_master() -> None:
+    """Start this process's kernel as the master (once)."""
+    global _master_ready
+    if _master_ready:
+        return
+    with _master_lock:
+        if _master_ready:
+            return
+        if kernel_state.is_twinterpreter():
+            raise RuntimeError(
+                "twinterpreter %r cannot start twins itself; only the master %r can"
+                % (kernel_state.TWIN_ID, kernel_state.MASTER_ID)
+            )
+        _runtime._become_master()
+        _native.init_master(kernel_state.MASTER_ID)
+        atexit.register(_stop_all)
+        _master_ready = True
+        _log.debug("master %r initialized (pid %d)", kernel_state.MASTER_ID, os.getpid())
+
+
+def _stop_all(grace: float = ATEXIT_GRACE) -> None:
+    """Stop every running twin (at exit of the master)."""
+    with TwinMaster._store_lock:
+        masters = list(TwinMaster._store.values())
+    for master in masters:
+        if master._peer is not None:
+            try:
+                master.stop(grace)
+            except Exception:  # at exit, keep stopping the others
+                _log.debug("stopping %r at exit failed", master.twinterpreter_id, exc_info=True)
+
+
+def _resolve_ids(executable: Optional[str], twinterpreter_id: Optional[str]) -> "tuple[str, str]":
+    if executable is None and twinterpreter_id is None:
+        raise TypeError("TwinMaster needs an executable or a twinterpreter_id (or both)")
+    if executable is not None:
+        executable = os.fspath(executable)
+        if not isinstance(executable, str):
+            raise TypeError("executable must be a str path, not %r" % (executable,))
+    if twinterpreter_id is None:
+        assert executable is not None
+        twinterpreter_id = os.path.basename(executable)
+    elif not isinstance(twinterpreter_id, str):
+        raise TypeError("twinterpreter_id must be a str, not %r" % (twinterpreter_id,))
+    if executable is None:
+        executable = twinterpreter_id
+    if not twinterpreter_id:
+        raise ValueError("twinterpreter_id must not be empty (executable %r)" % (executable,))
+    return twinterpreter_id, executable
+
+
+def _find_executable(executable: str) -> str:
+    """``executable`` as an absolute path when it can be found, else unchanged (the
+    spawn error then names it)."""
+    if os.sep in executable:
+        return os.path.abspath(executable)
+    found = shutil.which(executable)
+    return found if found is not None else executable
+
+
+class TwinMaster(object):
+    """Manager of one twinterpreter: starts, supervises and stops its process.
+
+    :param executable: the Python interpreter to run: a path, or a name looked up in
+        ``PATH`` (e.g. ``'pypy3'``, ``'/opt/venv/bin/python'``). Defaults to
+        ``twinterpreter_id``. It must have cpy2py installed.
+    :param twinterpreter_id: the twin's id; defaults to the basename of
+        ``executable``. At least one of the two is required.
+    :param kernel: accepted for compatibility ('single', 'async', 'multi', ...); cpy2py's
+        one kernel is thread-safe and reentrant, so it has no effect.
+    :param main_module: how the twin knows the master's ``__main__`` (so functions and
+        classes of the user's script work there): True (default) for this process's
+        main script or ``-m`` module, a file path or module name for that one, False
+        or None for none.
+    :param run_main: load the main module in the twin with ``__name__ == "__main__"``,
+        so that its ``if __name__ == "__main__":`` block runs there too, at start;
+        default: the main module is loaded only when first needed, without that block.
+    :param restore_argv: give the twin the master's ``sys.argv``.
+    :param ipyc: accepted for compatibility; no effect.
+
+    ``TwinMaster`` is a singleton per twin id: constructing it again with the same id
+    returns the same (possibly running) instance.
+    """
+
+    #: singleton store ``twinterpreter_id -> TwinMaster``
+    _store: Dict[str, "TwinMaster"] = {}
+    _store_lock = threading.RLock()
+
+    #: Seconds a twin may take from spawn to handshake in :meth:`start`.
+    startup_timeout = 30.0
+
+    def __new__(
+        cls,
+        executable: Optional[str] = None,
+        twinterpreter_id: Optional[str] = None,
+        kernel: Any = None,
+        main_module: Any = True,
+        run_main: Optional[bool] = None,
+        restore_argv: bool = False,
+        ipyc: Any = None,
+    ) -> "TwinMaster":
+        twin_id, _ = _resolve_ids(executable, twinterpreter_id)
+        with cls._store_lock:
+            self = cls._store.get(twin_id)
+            if self is None:
+                self = super().__new__(cls)
+                self._initialized = False
+                cls._store[twin_id] = self
+            return self
+
+    def __init__(
+        self,
+        executable: Optional[str] = None,
+        twinterpreter_id: Optional[str] = None,
+        kernel: Any = None,
+        main_module: Any = True,
+        run_main: Optional[bool] = None,
+        restore_argv: bool = False,
+        ipyc: Any = None,
+    ) -> None:
+        explicit_executable = executable
+        twin_id, executable = _resolve_ids(executable, twinterpreter_id)
+        with self._store_lock:
+            if self._initialized:
+                # TwinMaster('pypy3') names the twin; only another interpreter conflicts
+                if (
+                    explicit_executable is not None
+                    and explicit_executable != twin_id
+                    and _find_executable(executable) != _find_executable(self.executable)
+                ):
+                    raise ValueError(
+                        "twinterpreter %r already exists with executable %r, not %r"
+                        % (twin_id, self.executable, executable)
+                    )
+                return
+            if twin_id == kernel_state.MASTER_ID:
+                del self._store[twin_id]
+                raise ValueError("twinterpreter_id %r is the master's own id" % (twin_id,))
+            if kernel is not None or ipyc is not None:
+                _log.debug(
+                    "TwinMaster(%r): kernel=%r and ipyc=%r have no effect (one kernel for all)",
+                    twin_id,
+                    kernel,
+                    ipyc,
+                )
+            self.executable: str = executable
+            self.twinterpreter_id: str = twin_id
+            self.kernel = kernel
+            self.ipyc = ipyc
+            self.main_module = main_module
+            self.run_main = bool(run_main)
+            self.restore_argv = bool(restore_argv)
+            self._lock = threading.RLock()
+            self._peer: Optional[int] = None
+            self._ended: Optional[str] = None
+            self._destroyed = False
+            self._initialized = True
+
+    # -- state --------------------------------------------------------------------
+
+    @property
+    def twin_id(self) -> str:
+        """The twin's id (same as :attr:`twinterpreter_id`)."""
+        return self.twinterpreter_id
+
+    @property
+    def is_alive(self) -> bool:
+        """Whether the twin runs: started, connected, and its process not ended."""
+        peer = self._peer
+        if peer is None:
+            return kernel_state.TWIN_ID == self.twinterpreter_id
+        return bool(_native.is_alive(peer))
+
+    @property
+    def pid(self) -> Optional[int]:
+        """Process id of the running twin, or None."""
+        peer = self._peer
+        if peer is None:
+            return os.getpid() if kernel_state.TWIN_ID == self.twinterpreter_id else None
+        return _native.twin_pid(peer)
+
+    @property
+    def peer(self) -> Optional[int]:
+        """The twin's peer number in this process's kernel while started, else None."""
+        return self._peer
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Start the twin unless it is alive; returns True (it is alive).
+
+        After :meth:`stop` or a crash, starts a fresh twin. Raises
+        :class:`~cpy2py.errors.TwinterpeterUnavailable` when the executable cannot be
+        started or does not complete the handshake (e.g. cpy2py is not installed in
+        it), with the reason and the twin's stderr.
+        """
+        if not kernel_state.is_master():
+            return self._start_from_twin()
+        with self._lock:
+            if self._destroyed:
+                raise RuntimeError("TwinMaster %r was destroyed; create a new one" % (self.twinterpreter_id,))
+            peer = self._peer
+            if peer is not None:
+                if _native.is_alive(peer):
+                    return True
+                self._reap(peer, grace=0.0)
+            _ensure_master()
+            executable = _find_executable(self.executable)
+            env = {CONFIG_ENV: json.dumps(self._twin_config())}
+            _log.debug("starting twinterpreter %r: %s -m cpy2py.twin", self.twinterpreter_id, executable)
+            peer = _native.spawn(
+                self.twinterpreter_id,
+                executable,
+                ["-m", "cpy2py.twin"],
+                env,
+                None,
+                float(self.startup_timeout),
+            )
+            self._peer = peer
+            self._ended = None
+            _log.info(
+                "started twinterpreter %r (peer %d, pid %d)",
+                self.twinterpreter_id,
+                peer,
+                _native.twin_pid(peer),
+            )
+            return True
+
+    def _start_from_twin(self) -> bool:
+        if kernel_state.TWIN_ID == self.twinterpreter_id:
+            return True  # e.g. the user's script, loaded in this very twin
+        _native_call(_native.MASTER_PEER, _runtime.lookup_twin, (self.twinterpreter_id,), {})
+        return True
+
+    def _twin_config(self) -> Dict[str, Any]:
+        spec = _runtime.main_module_spec()
+        main: Dict[str, Any]
+        if self.main_module is True:
+            main = {"path": spec["path"], "module": spec["module"]}
+        elif not self.main_module:
+            main = {"reason": "TwinMaster(main_module=%r)" % (self.main_module,)}
+        else:
+            main_module = os.fspath(self.main_module)
+            if os.path.exists(main_module):
+                main = {"path": os.path.abspath(main_module)}
+            else:
+                main = {"module": main_module}
+        main["run_main"] = self.run_main
+        if not main.get("reason"):
+            main["reason"] = self._main_exclusion(main)
+            if main["reason"]:
+                main["path"] = main["module"] = None
+        if not main.get("path") and not main.get("module") and not main.get("reason"):
+            main["reason"] = "the master runs without a main file (python -c, stdin or REPL)"
+        return {
+            "version": CONFIG_VERSION,
+            "twin_id": self.twinterpreter_id,
+            "master_id": kernel_state.MASTER_ID,
+            "main": main,
+            "sys_path": spec["sys_path"],
+            "argv": list(sys.argv) if self.restore_argv else None,
+        }
+
+    @staticmethod
+    def _main_exclusion(main: Dict[str, Any]) -> Optional[str]:
+        """Why a main module must not be loaded as the alias (its top level is the
+        program itself), or None."""
+        if main.get("run_main"):
+            return None
+        module = main.get("module")
+        if module and (module == "__main__" or module.endswith(".__main__")):
+            return "the master runs the package main module %r" % (module,)
+        path = main.get("path")
+        if path and os.path.basename(path) in ("__main__.py", "__main__.pyc"):
+            return "the master runs the package main file %r" % (path,)
+        return None
+
+    def stop(self, grace: float = 5.0) -> bool:
+        """Stop the twin: ask it to shut down, kill it after ``grace`` seconds.
+
+        Pending calls fail with :class:`~cpy2py.errors.TwinterpeterTerminated`.
+        Stopping a twin that is not running does nothing. Returns :attr:`is_alive`
+        (False).
+        """
+        if not kernel_state.is_master():
+            return self.is_alive
+        with self._lock:
+            peer = self._peer
+            if peer is None:
+                return False
+            self._peer = None
+            self._reap(peer, grace)
+            return False
+
+    def _reap(self, peer: int, grace: float) -> None:
+        try:
+            ended: Optional[str] = _native.stop(peer, float(grace))
+        except KeyError:  # the kernel no longer knows it
+            ended = None
+        self._peer = None
+        self._ended = ended or "stopped"
+        _log.info("twinterpreter %r ended: %s", self.twinterpreter_id, self._ended)
+
+    def destroy(self) -> None:
+        """Stop the twin and forget this master; the id can then be used anew."""
+        self.stop()
+        with self._store_lock:
+            self._destroyed = True
+            if self._store.get(self.twinterpreter_id) is self:
+                del self._store[self.twinterpreter_id]
+
+    # -- calls --------------------------------------------------------------------
+
+    def execute(self, call: Any, /, *call_args: Any, **call_kwargs: Any) -> Any:
+        """Run ``call(*call_args, **call_kwargs)`` in the twin and return the result.
+
+        Arguments and result travel by value (pickled copies); keyword arguments may
+        have any name, ``call`` and ``self`` included. Module-level functions
+        and classes travel by reference, including those of the master's main script.
+        A remote exception re-raises here with its own type and the remote traceback
+        as its ``__cause__``. Raises :class:`~cpy2py.errors.TwinterpeterUnavailable`
+        when the twin is not running, :class:`~cpy2py.errors.TwinterpeterTerminated`
+        when it ends during the call.
+        """
+        peer = self._peer
+        if peer is None:
+            return self._execute_unstarted(call, call_args, call_kwargs)
+        return _native_call(peer, call, call_args, call_kwargs)
+
+    def _execute_unstarted(self, call: Any, call_args: Any, call_kwargs: Any) -> Any:
+        if kernel_state.TWIN_ID == self.twinterpreter_id:
+            return call(*call_args, **call_kwargs)
+        if not kernel_state.is_master():
+            return _native_call(_peer_for(self.twinterpreter_id), call, call_args, call_kwargs)
+        raise self._unavailable()
+
+    def _unavailable(self) -> errors.TwinterpeterUnavailable:
+        if self._ended is not None:
+            return errors.TwinterpeterTerminated(
+                "twinterpreter %r is not running (%s); call start() to start it again"
+                % (self.twinterpreter_id, self._ended),
+                twin_id=self.twinterpreter_id,
+            )
+        return errors.TwinterpeterUnavailable(
+            "twinterpreter %r is not running; call start() first" % (self.twinterpreter_id,),
+            twin_id=self.twinterpreter_id,
+        )
+
+    # -- protocols ----------------------------------------------------------------
+
+    def __enter__(self) -> "TwinMaster":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        self.stop()
+
+    def __reduce__(self) -> Any:
+        return (TwinMaster, (self.executable, self.twinterpreter_id))
+
+    def __repr__(self) -> str:
+        peer = self._peer
+        if peer is None:
+            state = "stopped (%s)" % self._ended if self._ended else "not started"
+        else:
+            try:
+                state = "alive, pid %d" % _native.twin_pid(peer) if _native.is_alive(peer) else "dead"
+            except Exception:
+                state = "unknown"
+        return "<%s executable=%r twinterpreter_id=%r: %s>" % (
+            type(self).__name__,
+            self.executable,
+            self.twinterpreter_id,
+            state,
+        )
+
+
+#: In a twin: ``twin_id -> peer`` as learnt from the master.
+_twin_peers: Dict[str, int] = {}
+
+
+def _peer_for(twin_id: str) -> int:
+    """Peer number to reach twin ``twin_id`` from this process.
+
+    In the master: the running twin's peer, starting the twin (as
+    ``TwinMaster(twin_id).start()`` would, with the registered executable if any)
+    unless ``CPY2PY_NOAUTO`` is set. In a twin: the master is peer 0; other twins are
+    looked up in the master (which may start them).
+    """
+    if kernel_state.is_master():
+        if twin_id == kernel_state.MASTER_ID:
+            raise ValueError("%r is the master itself" % (twin_id,))
+        master = TwinMaster._store.get(twin_id)
+        if master is not None:
+            peer = master._peer
+            if peer is not None and _native.is_alive(peer):
+                return peer
+        if os.environ.get(NOAUTO_ENV):
+            raise errors.TwinterpeterUnavailable(
+                "twinterpreter %r is not running and %s forbids starting it implicitly"
+                % (twin_id, NOAUTO_ENV),
+                twin_id=twin_id,
+            )
+        if master is None:
+            master = TwinMaster(twinterpreter_id=twin_id)
+        _log.debug("starting twinterpreter %r on demand", twin_id)
+        master.start()
+        peer = master._peer
+        if peer is None:  # stopped concurrently
+            raise master._unavailable()
+        return peer
+    if twin_id == kernel_state.MASTER_ID:
+        return _native.MASTER_PEER
+    peer = _twin_peers.get(twin_id)
+    if peer is None:
+        peer = _native_call(_native.MASTER_PEER, _runtime.lookup_twin, (twin_id,), {})
+        _twin_peers[twin_id] = peer
+    return peer
+
+
+def _forget_peer(twin_id: str) -> None:
+    """Drop a cached peer (in a twin) after a call to it found the twin gone."""
+    _twin_peers.pop(twin_id, None)

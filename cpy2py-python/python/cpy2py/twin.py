@@ -1,0 +1,107 @@
+"""Bootstrap of a twinterpreter: ``python -m cpy2py.twin``.
+
+A master starts this with the environment variable ``CPY2PY_TWIN_CONFIG`` (JSON, see
+``TwinMaster._twin_config``) plus whatever the Rust kernel needs to connect. It sets
+:mod:`cpy2py.kernel_state`, extends ``sys.path`` with the master's, optionally takes
+the master's ``sys.argv``, arranges for the master's ``__main__`` to be importable
+(lazily), then serves requests until the master stops it or goes away, and exits
+without waiting for leftover non-daemon threads.
+
+Running it by hand does nothing useful: it needs a master.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from typing import Any, Dict
+
+from . import _native, _runtime, kernel_state
+from .master import CONFIG_ENV, CONFIG_VERSION
+
+_log = logging.getLogger("__cpy2py__.twin")
+
+
+def _read_config() -> Dict[str, Any]:
+    raw = os.environ.pop(CONFIG_ENV, None)
+    if raw is None and os.environ.get("CPY2PY_FD") and os.environ.get("CPY2PY_TWIN_ID"):
+        # Started by a host that embeds the kernel (not a Python master): no
+        # __main__ alias or sys.path to take over, just the ids.
+        return {
+            "version": CONFIG_VERSION,
+            "twin_id": os.environ["CPY2PY_TWIN_ID"],
+            "master_id": os.environ.get("CPY2PY_MASTER_NAME") or kernel_state.DEFAULT_MASTER_ID,
+        }
+    if raw is None:
+        raise SystemExit(
+            "cpy2py.twin: %s is not set; a twinterpreter is started by a cpy2py master "
+            "(cpy2py.TwinMaster), not by hand" % (CONFIG_ENV,)
+        )
+    config = json.loads(raw)
+    if config.get("version") != CONFIG_VERSION:
+        raise SystemExit(
+            "cpy2py.twin: configuration version %r from the master, expected %r: the "
+            "master and this interpreter have different cpy2py versions"
+            % (config.get("version"), CONFIG_VERSION)
+        )
+    return config
+
+
+def _prepare(config: Dict[str, Any]) -> None:
+    """Everything before serving: ids, paths, argv, the ``__main__`` alias."""
+    kernel_state._become_twin(config["twin_id"], config["master_id"])
+    additions = [entry for entry in config.get("sys_path") or () if entry not in sys.path]
+    sys.path[0:0] = additions
+    if config.get("argv") is not None:
+        sys.argv[:] = config["argv"]
+    main = config.get("main")
+    _runtime._install_twin_main(main)
+    _log.debug(
+        "twinterpreter %r (pid %d, %s %s) of master %r; sys.path += %r; main: %r",
+        kernel_state.TWIN_ID,
+        os.getpid(),
+        sys.implementation.name,
+        sys.version.split()[0],
+        kernel_state.MASTER_ID,
+        additions,
+        main,
+    )
+    if main and main.get("run_main") and (main.get("path") or main.get("module")):
+        _runtime._load_main()
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+
+
+def main() -> None:
+    """Run this process as a twinterpreter; never returns."""
+    status = 0
+    try:
+        config = _read_config()
+        _prepare(config)
+        _native.serve()
+        _log.debug("twinterpreter %r: served, exiting", kernel_state.TWIN_ID)
+    except SystemExit as exit_request:
+        if isinstance(exit_request.code, str):
+            sys.stderr.write(exit_request.code + "\n")
+            status = 2
+        else:
+            status = exit_request.code or 0
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    _flush_stdio()
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    main()
