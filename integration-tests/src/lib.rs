@@ -97,3 +97,11 @@ pub fn open_fds() -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// The value of a successful call; panics with the outcome otherwise.
+pub fn ok(result: Result<cpy2py_wire::Outcome, cpy2py_kernel::CallError>) -> Value {
+    match result {
+        Ok(Outcome::Ok(v)) => v,
+        other => panic!("expected a value, got {other:?}"),
+    }
+}
