@@ -11,16 +11,27 @@ const LIMIT: Option<Duration> = Some(Duration::from_secs(30));
 
 #[test]
 fn start_stop_cycles_leave_no_processes_or_fds() {
+    // One host for all interpreters: counts taken while another kernel winds
+    // down would be off by its poll and waker.
+    let kernel = host();
     for (flavour, python) in interpreters() {
-        let kernel = host();
-        // Warm up: the kernel's own threads and fds exist before the baseline.
+        // Warm up: the kernel's own threads and fds (and this thread's
+        // wake-up eventfd, made by its first call) exist before the baseline.
         let twin = kernel
             .spawn(TwinSpec::python(&python, flavour))
             .expect("spawn");
+        ok(kernel.call(
+            twin.peer,
+            global("math", "floor", vec![Value::Float(1.5)]),
+            LIMIT,
+        ));
         kernel
             .stop_twin(twin.peer, Duration::from_secs(5))
             .expect("stop");
+        // A kernel thread may hold the stopped twin's socket a moment longer.
+        wait_for_no_sockets();
         let fds = open_fds();
+
         for round in 0..20 {
             let twin = kernel
                 .spawn(TwinSpec::python(&python, flavour))
@@ -46,7 +57,30 @@ fn start_stop_cycles_leave_no_processes_or_fds() {
             Vec::<u32>::new(),
             "{flavour}: children left"
         );
-        assert_eq!(open_fds(), fds, "{flavour}: fds leaked");
-        kernel.shutdown(Duration::from_secs(5));
+        wait_for_no_sockets();
+        let links: Vec<_> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.flatten().map(|e| std::fs::read_link(e.path())).collect())
+            .unwrap_or_default();
+        assert_eq!(open_fds(), fds, "{flavour}: fds leaked: {links:?}");
+    }
+    kernel.shutdown(Duration::from_secs(5));
+}
+
+/// Waits (at most 2 s) until this process has no socket open: kernel threads
+/// drop their last handle to a closed peer just after `stop_twin` returns.
+fn wait_for_no_sockets() {
+    let sockets = || {
+        std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while sockets() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
