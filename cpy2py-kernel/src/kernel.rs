@@ -40,6 +40,10 @@ use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(usize::MAX);
 
+/// Frames up to this size fit in a socket buffer: writing one never blocks
+/// for long, so a thread may write it while holding a reader role.
+const SMALL_FRAME: usize = 64 * 1024;
+
 /// Tunables of a kernel.
 #[derive(Clone, Debug)]
 pub struct KernelConfig {
@@ -334,6 +338,20 @@ impl Kernel {
         ))
     }
 
+    /// The twin id of `id` for messages: its handshake name, the master's
+    /// name, or how it is remembered after it ended.
+    pub fn peer_name(&self, id: PeerId) -> String {
+        if let Some(peer) = self.peer(id) {
+            return peer.twin_id().to_owned();
+        }
+        if id == PeerId::MASTER {
+            return self.shared.master_name.clone();
+        }
+        self.peer_gone(id)
+            .map(|(name, _)| name)
+            .unwrap_or_else(|| id.to_string())
+    }
+
     /// Highest pickle protocol both this process and `peer` read.
     pub fn pickle_protocol(&self, peer: PeerId) -> u8 {
         let theirs = self
@@ -385,6 +403,17 @@ impl Kernel {
     // ----- sending -------------------------------------------------------------
 
     fn send_to(&self, peer: &Peer, envelope: &Envelope) -> Result<(), CallError> {
+        self.send_to_with(peer, envelope, |_| {})
+    }
+
+    /// Encodes `envelope`, calls `before_write` with the frame's size, then
+    /// writes it to `peer`.
+    fn send_to_with(
+        &self,
+        peer: &Peer,
+        envelope: &Envelope,
+        before_write: impl FnOnce(usize),
+    ) -> Result<(), CallError> {
         ENCODE_BUF.with(|cell| {
             let mut guard = cell.try_borrow_mut();
             let mut fresh = Vec::new();
@@ -406,6 +435,7 @@ impl Kernel {
                 return Err(err);
             }
             tracing::trace!(dst = envelope.dst.0, bytes = buf.len(), "send frame");
+            before_write(buf.len());
             let result = peer.write_all(buf);
             if buf.capacity() > 4 << 20 {
                 *buf = Vec::new();
@@ -420,6 +450,30 @@ impl Kernel {
     /// Sends `request` to `dst` and returns a handle to wait for its reply on
     /// this thread. The request continues this thread's chain.
     pub fn submit(&self, dst: PeerId, op: Op) -> Result<PendingCall, CallError> {
+        self.submit_inner(dst, op, false)
+    }
+
+    /// Sends `op` to `dst` and waits up to `first_wait` for the outcome:
+    /// [`Kernel::submit`] and [`PendingCall::wait`] in one step, cheaper than
+    /// the two because this thread starts reading before the request leaves.
+    /// The call stays pending (wait again) if the outcome is `None`.
+    pub fn submit_and_wait(
+        &self,
+        dst: PeerId,
+        op: Op,
+        first_wait: Option<Duration>,
+    ) -> Result<(PendingCall, Option<Result<Outcome, CallError>>), CallError> {
+        let mut pending = self.submit_inner(dst, op, true)?;
+        let result = pending.wait(first_wait);
+        Ok((pending, result))
+    }
+
+    fn submit_inner(
+        &self,
+        dst: PeerId,
+        op: Op,
+        read_first: bool,
+    ) -> Result<PendingCall, CallError> {
         let waiter = waiter::current_waiter().map_err(|_| CallError::ShuttingDown)?;
         let route = self.route(dst)?;
         let chain = waiter::current_chain(self.shared.me);
@@ -438,7 +492,20 @@ impl Kernel {
             dst,
             message: Message::Request(Request { id, chain, op }),
         };
-        self.send_to(&route, &envelope)?;
+        // Reading first: take the socket from the poll before a small request
+        // leaves, so that the reply (which may come back before this thread
+        // runs again) wakes only this thread. `wait`, which follows at once,
+        // gives it back. Large requests are written first: no socket is left
+        // unwatched while a write blocks.
+        let sent = self.send_to_with(&route, &envelope, |bytes| {
+            if read_first && bytes <= SMALL_FRAME {
+                let _ = self.watch(&route, false);
+            }
+        });
+        if let Err(e) = sent {
+            self.rewatch(&route);
+            return Err(e);
+        }
         if route.is_closed() {
             // Closed between the lookup and the insert: its failure sweep may
             // have missed this request.
@@ -481,10 +548,9 @@ impl Kernel {
         op: Op,
         timeout: Option<Duration>,
     ) -> Result<Outcome, CallError> {
-        let mut pending = self.submit(dst, op)?;
-        match pending.wait(timeout) {
-            Some(result) => result,
-            None => Err(CallError::Timeout),
+        match self.submit_and_wait(dst, op, timeout)? {
+            (_, Some(result)) => result,
+            (_, None) => Err(CallError::Timeout),
         }
     }
 
@@ -500,6 +566,17 @@ impl Kernel {
     }
 
     fn reply(&self, src: PeerId, id: RequestId, outcome: Outcome) {
+        self.reply_with(src, id, outcome, |_| {});
+    }
+
+    /// Sends a reply; `before_write` runs once the frame's size is known.
+    fn reply_with(
+        &self,
+        src: PeerId,
+        id: RequestId,
+        outcome: Outcome,
+        before_write: impl FnOnce(usize),
+    ) {
         let Ok(route) = self.route(src) else {
             tracing::debug!(peer = src.0, "reply dropped: requester is gone");
             return;
@@ -509,7 +586,7 @@ impl Kernel {
             dst: src,
             message: Message::Reply(Reply { id, outcome }),
         };
-        match self.send_to(&route, &envelope) {
+        match self.send_to_with(&route, &envelope, before_write) {
             Ok(()) => {}
             Err(CallError::Encode(reason)) => {
                 // The outcome itself cannot travel: tell the requester why.
@@ -806,6 +883,12 @@ impl Kernel {
 
     /// Runs a request on this thread and sends its reply.
     pub(crate) fn run_inbound(&self, inbound: Inbound) {
+        let (src, id, outcome) = self.handle_inbound(inbound);
+        self.reply(src, id, outcome);
+    }
+
+    /// Runs a request on this thread; returns where its reply goes.
+    fn handle_inbound(&self, inbound: Inbound) -> (PeerId, RequestId, Outcome) {
         let Inbound { src, request } = inbound;
         let Request { id, chain, op } = request;
         let _span = tracing::trace_span!(
@@ -842,7 +925,7 @@ impl Kernel {
                 }
             }
         };
-        self.reply(src, id, outcome);
+        (src, id, outcome)
     }
 
     /// Hands requests to the pool.
@@ -1003,9 +1086,15 @@ impl Kernel {
         if let Err(e) = self.spawn_pool_thread() {
             tracing::error!(error = %e, "cannot start the twin's pool thread");
         }
+        // The reader role, when this thread took it back before answering.
+        let mut held = None;
         while !self.is_stopping() {
-            let job = match master.reader.try_lock() {
-                Ok(mut buf) => {
+            let reading = match held.take() {
+                Some(guard) => Some(guard),
+                None => master.reader.try_lock().ok(),
+            };
+            let job = match reading {
+                Some(mut buf) => {
                     let _ = self.watch(&master, false);
                     let mut runnable = Vec::new();
                     while runnable.is_empty() && !self.is_stopping() && !master.is_closed() {
@@ -1038,7 +1127,7 @@ impl Kernel {
                 // Another thread waits for a reply and reads meanwhile; it
                 // queues other requests for the pool. Help the pool, and try
                 // to read again soon.
-                Err(_) => {
+                None => {
                     let mut pool = lock(&self.shared.pool);
                     if pool.ready.is_empty() {
                         pool = self
@@ -1052,7 +1141,20 @@ impl Kernel {
                 }
             };
             if let Some(job) = job {
-                self.run_inbound(job);
+                let (src, id, outcome) = self.handle_inbound(job);
+                // Take the reader role back before the reply leaves: the next
+                // request often follows it at once, and should find this thread
+                // reading rather than wake the pool. Large replies are written
+                // first, so that this thread never blocks writing while it is
+                // the only reader.
+                self.reply_with(src, id, outcome, |bytes| {
+                    if bytes <= SMALL_FRAME {
+                        if let Ok(guard) = master.reader.try_lock() {
+                            let _ = self.watch(&master, false);
+                            held = Some(guard);
+                        }
+                    }
+                });
             }
         }
         *lock(&self.shared.serve_waiter) = None;

@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// A request addressed to this process, with the peer it came from.
@@ -21,6 +21,9 @@ pub(crate) struct Inbound {
 /// What a thread blocked in the kernel can be woken for.
 pub(crate) struct Waiter {
     efd: OwnedFd,
+    /// Whether the eventfd holds an unconsumed wake-up, so that neither side
+    /// makes a syscall when there is nothing to signal or to clear.
+    signaled: AtomicBool,
     inbox: Mutex<VecDeque<Inbound>>,
 }
 
@@ -28,18 +31,24 @@ impl Waiter {
     pub(crate) fn new() -> io::Result<Self> {
         Ok(Waiter {
             efd: sys::eventfd()?,
+            signaled: AtomicBool::new(false),
             inbox: Mutex::new(VecDeque::new()),
         })
     }
 
     /// Wakes the thread (if it is blocked) so that it looks at its state again.
     pub(crate) fn wake(&self) {
+        // Write first, flag second: `clear` drains only after seeing the flag,
+        // so it can never reset the flag and leave the fd readable for good.
         sys::eventfd_signal(&self.efd);
+        self.signaled.store(true, Ordering::Release);
     }
 
     /// Clears pending wake-ups; call before re-checking state, then block.
     pub(crate) fn clear(&self) {
-        sys::eventfd_drain(&self.efd);
+        if self.signaled.swap(false, Ordering::AcqRel) {
+            sys::eventfd_drain(&self.efd);
+        }
     }
 
     pub(crate) fn fd(&self) -> RawFd {

@@ -159,7 +159,12 @@ fn big_int_to_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 }
 
 /// Converts a value received from `twin` into a Python object.
-pub(crate) fn to_python(py: Python<'_>, value: Value, twin: &str) -> PyResult<Py<PyAny>> {
+/// `twin` names the sender, for error messages only (computed when needed).
+pub(crate) fn to_python(
+    py: Python<'_>,
+    value: Value,
+    twin: &dyn Fn() -> String,
+) -> PyResult<Py<PyAny>> {
     Ok(match value {
         Value::None => py.None(),
         Value::Bool(b) => PyBool::new(py, b).to_owned().into_any().unbind(),
@@ -242,6 +247,6 @@ pub(crate) fn to_python(py: Python<'_>, value: Value, twin: &str) -> PyResult<Py
                 ),
             ));
         }
-        Value::Error(e) => crate::errors::rebuild(py, *e, twin)?.into_any().unbind(),
+        Value::Error(e) => crate::errors::rebuild(py, *e, &twin())?.into_any().unbind(),
     })
 }

@@ -70,11 +70,7 @@ struct PyHandler;
 
 impl PyHandler {
     fn run(py: Python<'_>, ctx: &RequestContext<'_>, op: Op) -> PyResult<Value> {
-        let twin = ctx
-            .kernel
-            .peer_info(ctx.src)
-            .map(|i| i.0)
-            .unwrap_or_else(|| ctx.kernel.master_name().to_owned());
+        let twin = || ctx.kernel.peer_name(ctx.src);
         let args_of = |args: Vec<Value>| -> PyResult<Bound<'_, PyTuple>> {
             let items = args
                 .into_iter()
@@ -320,13 +316,10 @@ fn call(
         }
     };
     let outcome = wait_for(py, kernel, dst, op, timeout)?.map_err(|e| call_failed(py, e, func))?;
-    let twin = kernel
-        .peer_info(dst)
-        .map(|i| i.0)
-        .unwrap_or_else(|| format!("peer#{peer}"));
+    let twin = || kernel.peer_name(dst);
     match outcome {
         Outcome::Ok(value) => to_python(py, value, &twin),
-        Outcome::Err(err) => Err(PyErr::from_value(errors::rebuild(py, err, &twin)?)),
+        Outcome::Err(err) => Err(PyErr::from_value(errors::rebuild(py, err, &twin())?)),
     }
 }
 
@@ -351,11 +344,8 @@ fn wait_for(
             .min(SIGNAL_SLICE),
         None => SIGNAL_SLICE,
     };
-    let submitted = py.detach(|| {
-        let mut pending = kernel.submit(dst, op)?;
-        let result = pending.wait(Some(slice(deadline)));
-        Ok::<(PendingCall, _), CallError>((pending, result))
-    });
+    let submitted: Result<(PendingCall, _), CallError> =
+        py.detach(|| kernel.submit_and_wait(dst, op, Some(slice(deadline))));
     let (mut pending, mut result) = match submitted {
         Ok(submitted) => submitted,
         Err(e) => return Ok(Err(e)),
