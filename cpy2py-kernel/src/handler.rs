@@ -1,7 +1,7 @@
 //! The interface a host implements to serve requests.
 
 use crate::Kernel;
-use cpy2py_wire::{ChainId, Op, Outcome, PeerId, Release};
+use cpy2py_wire::{ChainId, Op, Outcome, PeerId, Release, Retain};
 
 /// Where a request came from, handed to [`Handler::handle`].
 pub struct RequestContext<'a> {
@@ -28,6 +28,12 @@ pub trait Handler: Send + Sync + 'static {
     /// `from` dropped references to objects native to this process.
     fn release(&self, from: PeerId, release: Release) {
         let _ = (from, release);
+    }
+
+    /// `from` is handing references to objects native to this process on to
+    /// other peers (see [`cpy2py_wire::Retain`]).
+    fn retain(&self, from: PeerId, retain: Retain) {
+        let _ = (from, retain);
     }
 
     /// Runs the whole life of a kernel thread (`body`). Override to set up

@@ -26,7 +26,7 @@ use crate::sys;
 use crate::waiter::{self, ChainGuard, Inbound, Waiter};
 use cpy2py_wire::{
     ChainId, Envelope, FrameDecoder, Message, Op, Outcome, PeerId, Release, RemoteError, Reply,
-    Request, RequestId, encode_frame,
+    Request, RequestId, Retain, encode_frame,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -565,6 +565,18 @@ impl Kernel {
         self.send_to(&route, &envelope)
     }
 
+    /// Tells `owner` that references to its objects are being handed on
+    /// (fire-and-forget). Send it before the frame carrying them.
+    pub fn send_retain(&self, owner: PeerId, retain: Retain) -> Result<(), CallError> {
+        let route = self.route(owner)?;
+        let envelope = Envelope {
+            src: self.shared.me,
+            dst: owner,
+            message: Message::Retain(retain),
+        };
+        self.send_to(&route, &envelope)
+    }
+
     fn reply(&self, src: PeerId, id: RequestId, outcome: Outcome) {
         self.reply_with(src, id, outcome, |_| {});
     }
@@ -832,6 +844,13 @@ impl Kernel {
                 });
                 for d in done {
                     self.finish(d);
+                }
+            }
+            Message::Retain(retain) => {
+                let handler = Arc::clone(&self.shared.handler);
+                if catch_unwind(AssertUnwindSafe(|| handler.retain(envelope.src, retain))).is_err()
+                {
+                    tracing::error!("the handler panicked in retain");
                 }
             }
             Message::Hello(_) => return Err("unexpected Hello after the handshake".into()),

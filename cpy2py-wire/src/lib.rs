@@ -44,7 +44,7 @@ pub use crate::frame::{
 };
 pub use crate::ids::{ChainId, ObjectId, PeerId, RequestId};
 pub use crate::message::{
-    Envelope, Hello, Message, Op, Outcome, Release, RemoteError, Reply, Request,
+    Envelope, Hello, Kwargs, Message, Op, Outcome, Release, RemoteError, Reply, Request, Retain,
 };
 pub use crate::value::{ObjectRef, Value};
 

@@ -38,6 +38,18 @@ pub enum Message {
         /// How it ended.
         reason: String,
     },
+    /// Fire-and-forget, to an object's owner: the sender is passing references
+    /// to the owner's objects on to other peers. Sent before the frame that
+    /// carries them; the star's per-link FIFO order makes it arrive before any
+    /// release by the new holders.
+    Retain(Retain),
+}
+
+/// References handed on by the sender to third peers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retain {
+    /// `(object, new holder, count)` triples.
+    pub objects: Vec<(ObjectId, PeerId, u64)>,
 }
 
 /// Handshake content.
