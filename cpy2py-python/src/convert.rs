@@ -2,25 +2,51 @@
 //! natively; everything else (subclasses included, so their type survives) goes
 //! through the package's pickler.
 
+use crate::objects::{self, Retains};
 use crate::runtime::runtime;
+use cpy2py_kernel::Kernel;
+use cpy2py_wire::PeerId;
 use cpy2py_wire::{Bytes, Value};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple,
 };
+use std::cell::RefCell;
 
 /// Containers nested deeper than this are pickled as a whole, which keeps
 /// decoding bounded (`Value::MAX_DEPTH`) and handles self-references.
 const NATIVE_DEPTH: usize = Value::MAX_DEPTH - 4;
 
-/// Converts Python objects to values for one peer.
-pub(crate) struct Encoder {
+/// Converts Python objects to values for one destination peer.
+pub(crate) struct Encoder<'k> {
     /// Pickle protocol both sides read.
     pub protocol: u8,
+    /// The kernel and the peer the values go to, for objects that travel by
+    /// reference.
+    pub kernel: &'k Kernel,
+    /// Where the values go.
+    pub dst: PeerId,
+    /// Retains the frame needs (sent before it by [`Encoder::send_retains`]).
+    pub retains: RefCell<Retains>,
 }
 
-impl Encoder {
+impl<'k> Encoder<'k> {
+    /// An encoder for values sent to `dst`.
+    pub(crate) fn new(kernel: &'k Kernel, dst: PeerId) -> Self {
+        Encoder {
+            protocol: kernel.pickle_protocol(dst),
+            kernel,
+            dst,
+            retains: RefCell::new(Retains::default()),
+        }
+    }
+
+    /// Sends the retains the converted values need; call before sending them.
+    pub(crate) fn send_retains(&self) {
+        self.retains.borrow_mut().send(self.kernel);
+    }
+
     /// Converts `obj`.
     pub(crate) fn value(&self, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
         self.convert(obj, 0)
@@ -91,6 +117,11 @@ impl Encoder {
             || ty.is(py.get_type::<PySet>())
             || ty.is(py.get_type::<PyFrozenSet>());
         if !container {
+            if objects::is_twin_object(py, obj)? {
+                let r =
+                    objects::to_ref(self.kernel, obj, self.dst, &mut self.retains.borrow_mut())?;
+                return Ok(Value::Ref(r));
+            }
             return self.pickle(obj);
         }
         if depth >= NATIVE_DEPTH {
@@ -135,15 +166,34 @@ impl Encoder {
         self.pickle(obj)
     }
 
+    /// Pickles `obj`. `_runtime.dumps` returns the bytes, or the bytes and the
+    /// TwinObjects it met (as persistent ids, by position), which travel as
+    /// references beside the bytes.
     fn pickle(&self, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
         let py = obj.py();
-        let data = runtime(py)?.dumps.bind(py).call1((obj, self.protocol))?;
+        let dumped = runtime(py)?.dumps.bind(py).call1((obj, self.protocol))?;
+        let (data, found) = match dumped.downcast::<PyTuple>() {
+            Ok(pair) => (pair.get_item(0)?, Some(pair.get_item(1)?)),
+            Err(_) => (dumped, None),
+        };
         let data = data
             .downcast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("cpy2py._runtime.dumps must return bytes"))?;
+        let mut refs = Vec::new();
+        if let Some(found) = found {
+            for item in found.try_iter()? {
+                let item = item?;
+                refs.push(objects::to_ref(
+                    self.kernel,
+                    &item,
+                    self.dst,
+                    &mut self.retains.borrow_mut(),
+                )?);
+            }
+        }
         Ok(Value::Pickle {
             data: Bytes(data.as_bytes().to_vec()),
-            refs: Vec::new(),
+            refs,
         })
     }
 }
@@ -224,29 +274,22 @@ pub(crate) fn to_python(
             .call1((module, qualname))?
             .unbind(),
         Value::Pickle { data, refs } => {
-            if !refs.is_empty() {
-                return Err(crate::errors::error(
-                    py,
-                    "CPy2PyException",
-                    "received object references inside a pickle, which this version does not support yet",
-                ));
+            let loads = runtime(py)?.loads.bind(py);
+            let data = PyBytes::new(py, &data);
+            if refs.is_empty() {
+                loads.call1((data,))?.unbind()
+            } else {
+                let objects = refs
+                    .into_iter()
+                    .map(|r| to_python(py, Value::Ref(r), twin))
+                    .collect::<PyResult<Vec<_>>>()?;
+                loads.call1((data, PyList::new(py, objects)?))?.unbind()
             }
-            runtime(py)?
-                .loads
-                .bind(py)
-                .call1((PyBytes::new(py, &data),))?
-                .unbind()
         }
-        Value::Ref(r) => {
-            return Err(crate::errors::error(
-                py,
-                "CPy2PyException",
-                &format!(
-                    "received a reference to object {:?} of {}, which this version does not support yet",
-                    r.id, r.owner
-                ),
-            ));
-        }
+        Value::Ref(r) => match crate::kernel_opt() {
+            Some(kernel) => objects::from_ref(py, kernel, r)?,
+            None => return Err(crate::errors::error(py, "CPy2PyException", "no kernel")),
+        },
         Value::Error(e) => crate::errors::rebuild(py, *e, &twin())?.into_any().unbind(),
     })
 }

@@ -9,6 +9,7 @@
 
 mod convert;
 mod errors;
+mod objects;
 mod runtime;
 
 use crate::convert::{Encoder, to_python};
@@ -28,6 +29,11 @@ static KERNEL: OnceLock<Kernel> = OnceLock::new();
 
 /// How long a blocked call sleeps between checks for signals (Ctrl-C).
 const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
+/// The process's kernel, if it runs.
+pub(crate) fn kernel_opt() -> Option<&'static Kernel> {
+    KERNEL.get()
+}
 
 fn kernel(py: Python<'_>) -> PyResult<&'static Kernel> {
     KERNEL.get().ok_or_else(|| {
@@ -127,25 +133,38 @@ impl PyHandler {
                 to_python(py, target, &twin)?.into_bound(py).delattr(name)?;
                 py.None().into_bound(py)
             }
-            Op::CallMethod { target, .. } => {
-                return Err(errors::error(
-                    py,
-                    "CPy2PyException",
-                    &format!(
-                        "object references are not supported yet (object {:?})",
-                        target.id
-                    ),
-                ));
+            Op::CallMethod {
+                target,
+                name,
+                args,
+                kwargs,
+            } => {
+                let target = objects::from_ref(py, ctx.kernel, target)?.into_bound(py);
+                let method = target.getattr(name)?;
+                method.call(args_of(args)?, kwargs_of(kwargs)?.as_ref())?
             }
         };
-        Encoder {
-            protocol: ctx.kernel.pickle_protocol(ctx.src),
-        }
-        .value(&result)
+        let encoder = Encoder::new(ctx.kernel, ctx.src);
+        let value = encoder.value(&result)?;
+        // The reply leaves after this returns: retains go first.
+        encoder.send_retains();
+        Ok(value)
     }
 }
 
 impl Handler for PyHandler {
+    fn release(&self, from: PeerId, release: cpy2py_wire::Release) {
+        Python::attach(|py| objects::released(py, from, release));
+    }
+
+    fn retain(&self, from: PeerId, retain: cpy2py_wire::Retain) {
+        Python::attach(|_| objects::retained(from, retain));
+    }
+
+    fn peer_lost(&self, peer: PeerId, _reason: &str) {
+        Python::attach(|_| objects::peer_lost(peer));
+    }
+
     fn run_thread(&self, body: Box<dyn FnOnce() + Send>) {
         // Attaching once and detaching for the thread's life keeps its thread
         // state: each later `Python::attach` is then cheap instead of creating
@@ -292,30 +311,46 @@ fn call(
     timeout: Option<f64>,
 ) -> PyResult<Py<PyAny>> {
     let kernel = kernel(py)?;
-    let dst = PeerId(peer);
-    let encoder = Encoder {
-        protocol: kernel.pickle_protocol(dst),
-    };
-    let rt = runtime(py)?;
-    let name = rt.global_name.bind(py).call1((func,))?;
-    let args_v = encoder.values(args.iter())?;
-    let kwargs_v = encoder.kwargs(kwargs)?;
-    let op = if name.is_none() {
-        Op::CallValue {
-            callable: encoder.value(func)?,
-            args: args_v,
-            kwargs: kwargs_v,
-        }
-    } else {
-        let (module, qualname): (String, String) = name.extract()?;
-        Op::CallGlobal {
-            module,
-            qualname,
-            args: args_v,
-            kwargs: kwargs_v,
-        }
-    };
-    let outcome = wait_for(py, kernel, dst, op, timeout)?.map_err(|e| call_failed(py, e, func))?;
+    let name = runtime(py)?.global_name.bind(py).call1((func,))?;
+    let what = || describe_callable(func);
+    request(py, kernel, PeerId(peer), timeout, &what, |encoder| {
+        let args = encoder.values(args.iter())?;
+        let kwargs = encoder.kwargs(kwargs)?;
+        Ok(if name.is_none() {
+            Op::CallValue {
+                callable: encoder.value(func)?,
+                args,
+                kwargs,
+            }
+        } else {
+            let (module, qualname): (String, String) = name.extract()?;
+            Op::CallGlobal {
+                module,
+                qualname,
+                args,
+                kwargs,
+            }
+        })
+    })
+}
+
+/// Sends the request `build` makes to `dst` (after the retains its values
+/// need), waits for the outcome and converts it; `what` names the call in
+/// errors.
+fn request(
+    py: Python<'_>,
+    kernel: &Kernel,
+    dst: PeerId,
+    timeout: Option<f64>,
+    what: &dyn Fn() -> String,
+    build: impl FnOnce(&Encoder<'_>) -> PyResult<Op>,
+) -> PyResult<Py<PyAny>> {
+    objects::flush(kernel);
+    let encoder = Encoder::new(kernel, dst);
+    let op = build(&encoder)?;
+    encoder.send_retains();
+    let outcome =
+        wait_for(py, kernel, dst, op, timeout)?.map_err(|e| errors::call_error(py, e, &what()))?;
     let twin = || kernel.peer_name(dst);
     match outcome {
         Outcome::Ok(value) => to_python(py, value, &twin),
@@ -323,8 +358,135 @@ fn call(
     }
 }
 
-fn call_failed(py: Python<'_>, err: CallError, func: &Bound<'_, PyAny>) -> PyErr {
-    errors::call_error(py, err, &describe_callable(func))
+/// Creates `cls(*args, **kwargs)` in peer `peer`; returns its proxy.
+#[pyfunction]
+#[pyo3(signature = (peer, cls, args, kwargs=None))]
+fn instantiate(
+    py: Python<'_>,
+    peer: u32,
+    cls: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let kernel = kernel(py)?;
+    let name = runtime(py)?.global_name.bind(py).call1((cls,))?;
+    let what = || {
+        format!(
+            "creation of a {}",
+            describe_callable(cls).trim_start_matches("call of ")
+        )
+    };
+    request(py, kernel, PeerId(peer), None, &what, |encoder| {
+        let class = if name.is_none() {
+            encoder.value(cls)?
+        } else {
+            let (module, qualname): (String, String) = name.extract()?;
+            Value::Global { module, qualname }
+        };
+        Ok(Op::Instantiate {
+            class,
+            args: encoder.values(args.iter())?,
+            kwargs: encoder.kwargs(kwargs)?,
+        })
+    })
+}
+
+/// Calls method `name` of the object behind `proxy`, where it lives.
+#[pyfunction]
+#[pyo3(signature = (proxy, name, args, kwargs=None))]
+fn call_method(
+    py: Python<'_>,
+    proxy: &Bound<'_, PyAny>,
+    name: String,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let kernel = kernel(py)?;
+    let target = objects::proxy_target(py, proxy)?;
+    let what = || format!("call of method {name}");
+    request(py, kernel, target.owner, None, &what, |encoder| {
+        Ok(Op::CallMethod {
+            target: target.clone(),
+            name: name.clone(),
+            args: encoder.values(args.iter())?,
+            kwargs: encoder.kwargs(kwargs)?,
+        })
+    })
+}
+
+/// Reads attribute `name` of the object behind `proxy`.
+#[pyfunction]
+fn get_attr(py: Python<'_>, proxy: &Bound<'_, PyAny>, name: String) -> PyResult<Py<PyAny>> {
+    let kernel = kernel(py)?;
+    let target = objects::proxy_target(py, proxy)?;
+    let what = || format!("read of attribute {name}");
+    request(py, kernel, target.owner, None, &what, |_| {
+        Ok(Op::GetAttr {
+            target: Value::Ref(target.clone()),
+            name: name.clone(),
+        })
+    })
+}
+
+/// Writes attribute `name` of the object behind `proxy`.
+#[pyfunction]
+fn set_attr(
+    py: Python<'_>,
+    proxy: &Bound<'_, PyAny>,
+    name: String,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let kernel = kernel(py)?;
+    let target = objects::proxy_target(py, proxy)?;
+    let what = || format!("write of attribute {name}");
+    request(py, kernel, target.owner, None, &what, |encoder| {
+        Ok(Op::SetAttr {
+            target: Value::Ref(target.clone()),
+            name: name.clone(),
+            value: encoder.value(value)?,
+        })
+    })?;
+    Ok(())
+}
+
+/// Deletes attribute `name` of the object behind `proxy`.
+#[pyfunction]
+fn del_attr(py: Python<'_>, proxy: &Bound<'_, PyAny>, name: String) -> PyResult<()> {
+    let kernel = kernel(py)?;
+    let target = objects::proxy_target(py, proxy)?;
+    let what = || format!("deletion of attribute {name}");
+    request(py, kernel, target.owner, None, &what, |_| {
+        Ok(Op::DelAttr {
+            target: Value::Ref(target.clone()),
+            name: name.clone(),
+        })
+    })?;
+    Ok(())
+}
+
+/// Weak-reference callback of a proxy: releases what it stood for (batched).
+#[pyfunction]
+#[pyo3(signature = (owner, object_id, _weakref=None))]
+fn proxy_dropped(owner: u32, object_id: u64, _weakref: Option<&Bound<'_, PyAny>>) {
+    objects::proxy_dropped(
+        KERNEL.get(),
+        PeerId(owner),
+        cpy2py_wire::ObjectId(object_id),
+    );
+}
+
+/// Sends the batched releases now.
+#[pyfunction]
+fn flush_releases() {
+    if let Some(kernel) = KERNEL.get() {
+        objects::flush(kernel);
+    }
+}
+
+/// Native objects of this process that other interpreters still reference.
+#[pyfunction]
+fn exported_count() -> usize {
+    objects::exported_count()
 }
 
 /// Sends `op` and waits for its outcome with the GIL released, waking every
@@ -444,5 +606,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(master_id, m)?)?;
     m.add_function(wrap_pyfunction!(my_peer, m)?)?;
     m.add_function(wrap_pyfunction!(peer_of, m)?)?;
+    m.add_function(wrap_pyfunction!(instantiate, m)?)?;
+    m.add_function(wrap_pyfunction!(call_method, m)?)?;
+    m.add_function(wrap_pyfunction!(get_attr, m)?)?;
+    m.add_function(wrap_pyfunction!(set_attr, m)?)?;
+    m.add_function(wrap_pyfunction!(del_attr, m)?)?;
+    m.add_function(wrap_pyfunction!(proxy_dropped, m)?)?;
+    m.add_function(wrap_pyfunction!(flush_releases, m)?)?;
+    m.add_function(wrap_pyfunction!(exported_count, m)?)?;
     Ok(())
 }

@@ -105,3 +105,30 @@ def my_peer() -> int:
 
 def peer_of(twin_id: str) -> Optional[int]:
     """Peer number of the connected twin ``twin_id`` (as known here), or None."""
+
+# -- objects that travel by reference (TwinObjects) ---------------------------------
+
+def instantiate(peer: int, cls: type, args: Tuple[Any, ...], kwargs: Optional[Mapping[str, Any]] = None) -> Any:
+    """Create ``cls(*args, **kwargs)`` in peer ``peer`` and return its proxy."""
+
+def call_method(proxy: Any, name: str, args: Tuple[Any, ...], kwargs: Optional[Mapping[str, Any]] = None) -> Any:
+    """Call method ``name`` of the object behind ``proxy``, in its native interpreter."""
+
+def get_attr(proxy: Any, name: str) -> Any:
+    """Read attribute ``name`` of the object behind ``proxy``."""
+
+def set_attr(proxy: Any, name: str, value: Any) -> None:
+    """Write attribute ``name`` of the object behind ``proxy``."""
+
+def del_attr(proxy: Any, name: str) -> None:
+    """Delete attribute ``name`` of the object behind ``proxy``."""
+
+def proxy_dropped(owner: int, object_id: int, _weakref: Any = None) -> None:
+    """Weak-reference callback of a proxy: release the references it stood for
+    (batched; sent before the next call, or at once when many are queued)."""
+
+def flush_releases() -> None:
+    """Send the batched releases now."""
+
+def exported_count() -> int:
+    """Native objects of this process still referenced by other interpreters."""
