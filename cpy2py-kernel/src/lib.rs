@@ -54,6 +54,7 @@
 
 mod error;
 mod handler;
+mod host;
 mod kernel;
 mod peer;
 mod pending;
@@ -63,6 +64,7 @@ mod waiter;
 
 pub use crate::error::{CallError, KernelError};
 pub use crate::handler::{Handler, RequestContext};
+pub use crate::host::{Host, HostBuilder, HostError, HostFunction, RemoteObject, Returned, Twin};
 pub use crate::kernel::{Kernel, KernelConfig, LocalInfo, PendingCall, Role};
 pub use crate::pending::Callback;
 pub use crate::spawn::{ENV_FD, ENV_MASTER_NAME, ENV_STDERR_FD, ENV_TWIN_ID, TwinInfo, TwinSpec};

@@ -171,6 +171,12 @@ impl<'k> Encoder<'k> {
     /// references beside the bytes.
     fn pickle(&self, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
         let py = obj.py();
+        if self.protocol == 0 {
+            // The destination cannot unpickle (a Rust host): it gets the
+            // object by reference instead.
+            let r = objects::to_ref(self.kernel, obj, self.dst, &mut self.retains.borrow_mut())?;
+            return Ok(Value::Ref(r));
+        }
         let dumped = runtime(py)?.dumps.bind(py).call1((obj, self.protocol))?;
         let (data, found) = match dumped.downcast::<PyTuple>() {
             Ok(pair) => (pair.get_item(0)?, Some(pair.get_item(1)?)),

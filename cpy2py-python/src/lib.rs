@@ -464,6 +464,27 @@ fn del_attr(py: Python<'_>, proxy: &Bound<'_, PyAny>, name: String) -> PyResult<
     Ok(())
 }
 
+/// Calls function `name` served by a Rust host (the master, when it is one).
+#[pyfunction]
+#[pyo3(signature = (name, args, kwargs=None))]
+fn call_host(
+    py: Python<'_>,
+    name: String,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<PyAny>> {
+    let kernel = kernel(py)?;
+    let what = || format!("host function {name}");
+    request(py, kernel, PeerId::MASTER, None, &what, |encoder| {
+        Ok(Op::CallGlobal {
+            module: "__host__".into(),
+            qualname: name.clone(),
+            args: encoder.values(args.iter())?,
+            kwargs: encoder.kwargs(kwargs)?,
+        })
+    })
+}
+
 /// Weak-reference callback of a proxy: releases what it stood for (batched).
 #[pyfunction]
 #[pyo3(signature = (owner, object_id, _weakref=None))]
@@ -614,5 +635,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(proxy_dropped, m)?)?;
     m.add_function(wrap_pyfunction!(flush_releases, m)?)?;
     m.add_function(wrap_pyfunction!(exported_count, m)?)?;
+    m.add_function(wrap_pyfunction!(call_host, m)?)?;
     Ok(())
 }

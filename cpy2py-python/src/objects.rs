@@ -113,9 +113,11 @@ pub(crate) fn to_ref(
 ) -> PyResult<ObjectRef> {
     let py = obj.py();
     let rt = runtime(py)?;
-    let proxy = hook(py, &rt.proxy_ref, "proxy_ref")?
-        .bind(py)
-        .call1((obj,))?;
+    // Without TwinObject support every object sent by reference is native.
+    let proxy = match &rt.proxy_ref {
+        Some(proxy_ref) => proxy_ref.bind(py).call1((obj,))?,
+        None => py.None().into_bound(py),
+    };
     if !proxy.is_none() {
         let (owner, id): (u32, u64) = proxy.extract()?;
         let (owner, id) = (PeerId(owner), ObjectId(id));

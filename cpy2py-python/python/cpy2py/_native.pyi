@@ -132,3 +132,6 @@ def flush_releases() -> None:
 
 def exported_count() -> int:
     """Native objects of this process still referenced by other interpreters."""
+
+def call_host(name: str, args: Tuple[Any, ...], kwargs: Optional[Mapping[str, Any]] = None) -> Any:
+    """Call function ``name`` served by a Rust host master (``cpy2py.host.call``)."""
