@@ -608,9 +608,36 @@ fn peer_of(twin_id: &str) -> Option<u32> {
         .map(|p| p.0)
 }
 
+/// With `CPY2PY_DEBUG` set, the kernel's own events go to stderr at the level
+/// it names (`DEBUG` when it names none), like the `__cpy2py__` loggers. They
+/// are written directly, not through Python logging: kernel threads emit them
+/// while holding kernel locks, where taking the GIL could deadlock.
+fn init_kernel_logging() {
+    let Ok(setting) = std::env::var("CPY2PY_DEBUG") else { return };
+    if setting.is_empty() {
+        return;
+    }
+    let level = match setting.to_ascii_uppercase().as_str() {
+        "CRITICAL" | "ERROR" => tracing::Level::ERROR,
+        "WARNING" | "WARN" => tracing::Level::WARN,
+        "INFO" => tracing::Level::INFO,
+        "TRACE" => tracing::Level::TRACE,
+        _ => tracing::Level::DEBUG,
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .with_thread_names(true)
+        .finish();
+    // Another subscriber (an embedding application's) wins.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
 /// The module `cpy2py._native`.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    init_kernel_logging();
     m.add("PROTOCOL_VERSION", cpy2py_wire::PROTOCOL_VERSION)?;
     m.add("MASTER_PEER", PeerId::MASTER.0)?;
     m.add_function(wrap_pyfunction!(init_master, m)?)?;
