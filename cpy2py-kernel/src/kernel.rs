@@ -790,6 +790,25 @@ impl Kernel {
                         from.id, src
                     ));
                 }
+                // Checked before it goes on: a twin must not be able to end
+                // another with a malformed frame or a control message.
+                match self.shared.decoder.decode(&frame) {
+                    Ok(Some((envelope, _))) => match envelope.message {
+                        Message::Request(_)
+                        | Message::Reply(_)
+                        | Message::Release(_)
+                        | Message::Retain(_) => {}
+                        other => {
+                            return Err(format!(
+                                "peer {} sent a {} to peer {dst}",
+                                from.id,
+                                message_kind(&other)
+                            ));
+                        }
+                    },
+                    Ok(None) => return Err("a frame to forward was cut short".into()),
+                    Err(e) => return Err(format!("a frame to forward is malformed: {e}")),
+                }
                 self.forward(from, dst, frame);
                 return Ok(());
             }
@@ -1358,6 +1377,19 @@ impl Kernel {
     }
 }
 
+/// The name of a message's kind, for errors.
+fn message_kind(message: &Message) -> &'static str {
+    match message {
+        Message::Hello(_) => "Hello",
+        Message::Request(_) => "Request",
+        Message::Reply(_) => "Reply",
+        Message::Release(_) => "Release",
+        Message::Shutdown => "Shutdown",
+        Message::PeerGone { .. } => "PeerGone",
+        Message::Retain(_) => "Retain",
+    }
+}
+
 /// What one read of a peer's socket gave.
 enum ReadResult {
     /// Bytes arrived (and whole frames were dispatched).
@@ -1455,6 +1487,12 @@ impl PendingCall {
                     kernel.enqueue(runnable);
                 }
                 Err(_) => {
+                    // Another thread reads this socket now and will hand our
+                    // reply over. It may be the pool's leader, which does not
+                    // give the socket back to the poll when done: make sure the
+                    // poll watches it, or a reply arriving after the leader's
+                    // last read would wait for our deadline.
+                    kernel.rewatch(&self.route);
                     let _ = sys::poll2(self.waiter.fd(), None, false, remaining);
                 }
             }

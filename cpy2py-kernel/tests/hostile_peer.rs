@@ -229,3 +229,30 @@ fn a_spoofed_source_closes_only_that_peer() {
     .expect("encode");
     misbehave(&bytes, false, "claiming to be");
 }
+
+#[test]
+fn a_control_message_to_another_twin_closes_the_sender_only() {
+    // The bad twin (peer 2) tells the good one (peer 1) to shut down: the
+    // master refuses to forward it and closes the sender.
+    let mut bytes = Vec::new();
+    encode_frame(
+        &Envelope {
+            src: PeerId(2),
+            dst: PeerId(1),
+            message: Message::Shutdown,
+        },
+        &mut bytes,
+    )
+    .expect("encode");
+    misbehave(&bytes, false, "sent a Shutdown to peer");
+}
+
+#[test]
+fn a_malformed_frame_to_another_twin_closes_the_sender_only() {
+    // A valid route (peer 2 to peer 1) followed by a message that is no
+    // message: the master must not pass it on.
+    let body = [2u8, 1, 0xff, 0xff, 0xff];
+    let mut bytes = (body.len() as u32).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    misbehave(&bytes, false, "malformed");
+}

@@ -613,7 +613,9 @@ fn peer_of(twin_id: &str) -> Option<u32> {
 /// are written directly, not through Python logging: kernel threads emit them
 /// while holding kernel locks, where taking the GIL could deadlock.
 fn init_kernel_logging() {
-    let Ok(setting) = std::env::var("CPY2PY_DEBUG") else { return };
+    let Ok(setting) = std::env::var("CPY2PY_DEBUG") else {
+        return;
+    };
     if setting.is_empty() {
         return;
     }

@@ -11,12 +11,14 @@
 //! cargo xtask test [-- PYTEST_ARGS]    fmt, clippy, build, cargo test, pytest (both masters)
 //! cargo xtask example [-- ARGS]        run examples/hello_twins.py: CPython master, PyPy twin
 //! cargo xtask bench                    socketpair floor and a no-op cpy2py call, side by side
+//! cargo xtask fuzz [--seconds N]       cargo fuzz on the frame decoder and the kernel
 //! ```
 //!
 //! PyPy is optional on a developer machine (a loud warning, then its part is skipped)
 //! and required when `CI=true`.
 
 mod bench;
+mod fuzz;
 mod python;
 #[cfg(test)]
 mod tidy;
@@ -42,6 +44,9 @@ tasks:
   example [-- ARGS]        build, then run examples/hello_twins.py (CPython master, PyPy twin)
   bench                    raw socketpair ping-pong (the floor) and a no-op cpy2py call;
                            report in target/bench/report.md
+  fuzz [--seconds N] [TARGET...]
+                           libFuzzer (cargo fuzz) on each target for N s (default 60):
+                           wire_decode, wire_stream, kernel_peer; fails on any crash
 
 environment:
   CI=true                  a missing PyPy is an error instead of a warning
@@ -67,6 +72,7 @@ fn main() -> Result<()> {
             no_arguments("bench", &rest)?;
             bench::run(&root)
         }
+        Some("fuzz") => fuzz::run_task(&root, &rest),
         Some(bench::ECHO_CHILD) => bench::echo_child(),
         None | Some("help" | "-h" | "--help") => {
             print!("{USAGE}");

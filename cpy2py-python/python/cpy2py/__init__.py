@@ -11,6 +11,12 @@ virtualenv's Python) as child processes and runs functions in them::
     @twinfunction('pypy3')
     def hot_loop(n): ...                                # always runs in PyPy
 
+    class SuperComputer(TwinObject):
+        __twin_id__ = 'pypy3'                           # instances live in PyPy
+        def megaloop(self, x, y): ...
+
+    SuperComputer().megaloop(1000, 1000)                # a proxy here; runs in PyPy
+
 Everything public is importable from here. Logging goes to the ``__cpy2py__`` logger
 hierarchy; set the environment variable ``CPY2PY_DEBUG`` to log to stderr (its value
 may be a level name such as ``INFO``; otherwise the level is ``DEBUG``).
@@ -58,11 +64,13 @@ from .errors import (  # noqa: E402
     TwinterpreterUnavailable,
     UnpicklableError,
 )
-from .function import localmethod, twinfunction  # noqa: E402
+from .function import twinfunction  # noqa: E402
 from .master import TwinMaster  # noqa: E402
+from .proxy import TwinObject, localmethod  # noqa: E402
 
 __all__ = [
     "TwinMaster",
+    "TwinObject",
     "twinfunction",
     "localmethod",
     "kernel_state",

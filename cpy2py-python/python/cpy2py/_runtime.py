@@ -15,6 +15,13 @@ under the alias :data:`MAIN_ALIAS`:
   :data:`MAIN_ALIAS` (without running its ``if __name__ == "__main__":`` block) and
   both ``__main__`` and :data:`MAIN_ALIAS` refer to it. Pickles and names that say
   ``__main__`` or :data:`MAIN_ALIAS` resolve to it.
+
+TwinObjects. Native TwinObjects and proxies travel by reference. The Rust core
+converts them where they appear as values, asking :func:`proxy_ref` (is it a proxy,
+of which remote object?) and :func:`make_proxy` (a new proxy for a reference it has
+no live proxy for). Inside pickles they stand as positions: :func:`dumps` returns
+``(data, references)`` when it met any (``references`` lists them by position), and
+:func:`loads` takes that list back, as local objects.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ __all__ = [
     "rebuild_exception",
     "lookup_twin",
     "main_module_spec",
+    "make_proxy",
+    "proxy_ref",
+    "is_native_twin_object",
 ]
 
 #: Module name under which the master's ``__main__`` is known in every interpreter.
@@ -119,8 +129,8 @@ def _find_global_name(obj: object) -> tuple[str, str] | None:
             found = getattr(found, part)
     except Exception:
         return None
-    if found is not obj:
-        return None
+    if found is not obj and not (isinstance(obj, type) and _PROXY_NATIVE.get(obj) is found):
+        return None  # (a proxy class travels as the class it stands for)
     return (wire_module, qualname)
 
 
@@ -185,12 +195,81 @@ def _here() -> str:
 # ------------------------------------------------------------------------- pickling
 
 
-class _Pickler(pickle.Pickler):
-    """Pickler of values crossing to another interpreter."""
+class _NoTwinObjects(object):
+    """Stands for TwinObject until :mod:`cpy2py.proxy` is imported."""
 
-    def persistent_id(self, obj: Any) -> Any:
-        """Hook for objects passed by reference (TwinObjects, later); None = by value."""
-        return None
+
+#: ``cpy2py.proxy.TwinObject`` (set by :func:`_install_twin_objects`).
+_TWIN_OBJECT: type = _NoTwinObjects
+#: Type of the methods of proxies not known to their proxy class
+#: (``cpy2py.proxy._RemoteMethod``).
+_REMOTE_METHOD: type = _NoTwinObjects
+#: Proxy class -> the user's class it stands for; filled by :mod:`cpy2py.proxy`.
+_PROXY_NATIVE: Dict[type, type] = {}
+
+
+def _no_proxies(*args: Any) -> Any:
+    raise errors.CPy2PyException("cpy2py.proxy is not imported: no TwinObject support")
+
+
+_new_proxy: Any = _no_proxies
+_method_of: Any = _no_proxies
+
+
+def _install_twin_objects(twin_object: type, new_proxy: Any, method_of: Any, remote_method: type) -> None:
+    """Called once by :mod:`cpy2py.proxy`: the TwinObject base class, the proxy
+    factory ``new_proxy(cls, owner, object_id)``, ``method_of(obj, name)`` for
+    methods in pickles, and the type of remote methods."""
+    global _TWIN_OBJECT, _new_proxy, _method_of, _REMOTE_METHOD
+    _TWIN_OBJECT = twin_object
+    _new_proxy = new_proxy
+    _method_of = method_of
+    _REMOTE_METHOD = remote_method
+
+
+def _reference(position: int) -> object:
+    """In a pickle, stands for the TwinObject at ``position`` of the references that
+    travel beside it; :class:`_Unpickler` resolves it."""
+    raise pickle.UnpicklingError("the pickle refers to objects passed by reference, and none came with it")
+
+
+def _method_reference(position: int, name: str) -> object:
+    """In a pickle, stands for method ``name`` of the TwinObject at ``position``."""
+    raise pickle.UnpicklingError("the pickle refers to objects passed by reference, and none came with it")
+
+
+class _Pickler(pickle.Pickler):
+    """Pickler of values crossing to another interpreter.
+
+    TwinObjects (native ones and proxies) are not pickled: :meth:`reducer_override`
+    replaces each with its position in :attr:`references` (``_reference(position)``
+    in the pickle), and they travel by reference beside the pickle. (A reducer
+    override rather than ``persistent_id``: the C pickler calls it only for objects
+    of types without a fast path, so ints, strs, lists and dicts cost nothing.)
+    """
+
+    #: TwinObjects met, in the order of their positions (None until one is met)
+    references: Optional[List[object]] = None
+
+    def reducer_override(self, obj: Any) -> Any:
+        """How a TwinObject or a method bound to one is pickled: by reference.
+        Anything else: ``NotImplemented`` (pickled as usual)."""
+        if isinstance(obj, _TWIN_OBJECT):
+            return (_reference, (self._position(obj),))
+        cls = type(obj)
+        if cls is types.MethodType or cls is _REMOTE_METHOD:
+            owner = obj.__self__
+            if isinstance(owner, _TWIN_OBJECT):
+                return (_method_reference, (self._position(owner), obj.__name__))
+        return NotImplemented
+
+    def _position(self, obj: object) -> int:
+        # once per object: the pickle's memo refers back to it for later occurrences
+        references = self.references
+        if references is None:
+            references = self.references = []
+        references.append(obj)
+        return len(references) - 1
 
 
 def _reduce_method(method: Any) -> Any:
@@ -207,30 +286,84 @@ if sys.implementation.name == "pypy":
 
 
 class _Unpickler(pickle.Unpickler):
-    """Unpickler of values from another interpreter; maps the ``__main__`` alias."""
+    """Unpickler of values from another interpreter; maps the ``__main__`` alias and
+    resolves references to the objects that came with the pickle."""
+
+    def __init__(self, file: Any, references: Optional[List[object]]) -> None:
+        super().__init__(file)
+        self.references = references
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "__main__" or module == MAIN_ALIAS:
             module = MAIN_ALIAS if _IS_TWIN else "__main__"
+        elif module == __name__ and self.references is not None:
+            if name == "_reference":
+                return self._reference
+            if name == "_method_reference":
+                return self._method_reference
         return super().find_class(module, name)
 
+    def _reference(self, position: int) -> object:
+        try:
+            return self.references[position]  # type: ignore[index]
+        except (IndexError, TypeError):
+            raise pickle.UnpicklingError(
+                "the pickle refers to object %r passed by reference; %d came with it"
+                % (position, len(self.references or ()))
+            ) from None
 
-def dumps(obj: object, protocol: int) -> bytes:
+    def _method_reference(self, position: int, name: str) -> object:
+        return _method_of(self._reference(position), name)
+
+
+def dumps(obj: object, protocol: int) -> Any:
     """Pickle ``obj`` to send it to another interpreter.
 
-    Raises :class:`cpy2py.errors.UnpicklableError` naming the object and the reason.
+    Returns the pickle (bytes), or ``(pickle, references)`` when ``obj`` holds
+    TwinObjects: ``references`` lists them, to travel by reference and be given to
+    :func:`loads` on the other side. Raises :class:`cpy2py.errors.UnpicklableError`
+    naming the object and the reason.
     """
     buffer = io.BytesIO()
+    pickler = _Pickler(buffer, protocol)
     try:
-        _Pickler(buffer, protocol).dump(obj)
+        pickler.dump(obj)
     except Exception as error:
         raise errors.UnpicklableError.for_object(obj, error) from error
+    if pickler.references:
+        return buffer.getvalue(), pickler.references
     return buffer.getvalue()
 
 
-def loads(data: bytes) -> object:
-    """Unpickle what :func:`dumps` made in another interpreter."""
-    return _Unpickler(io.BytesIO(data)).load()
+def loads(data: bytes, references: Optional[List[object]] = None) -> object:
+    """Unpickle what :func:`dumps` made in another interpreter; ``references`` are
+    the local objects (native TwinObjects or proxies) its references stand for."""
+    return _Unpickler(io.BytesIO(data), references).load()
+
+
+# ------------------------------------------------------------------------- objects
+
+
+def make_proxy(module: str, qualname: str, owner: int, object_id: int) -> object:
+    """A new proxy of object ``object_id`` of peer ``owner``, whose class is
+    ``module.qualname``; its ``__init__`` does not run.
+
+    Called by the Rust core only for a reference it has no live proxy for (it keeps
+    the identity table and a weak reference to the proxy).
+    """
+    return _new_proxy(resolve(module, qualname), owner, object_id)
+
+
+def proxy_ref(obj: object) -> tuple[int, int] | None:
+    """``(owner peer, object id)`` if ``obj`` is a proxy, else None."""
+    if type(obj) in _PROXY_NATIVE:
+        return obj._cpy2py_ref  # type: ignore[attr-defined,no-any-return]
+    return None
+
+
+def is_native_twin_object(obj: object) -> bool:
+    """Whether ``obj`` is a TwinObject native to this interpreter (not a proxy)."""
+    return isinstance(obj, _TWIN_OBJECT) and type(obj) not in _PROXY_NATIVE
 
 
 # ----------------------------------------------------------------------- exceptions
@@ -267,6 +400,10 @@ def describe_exception(
     pickled: Optional[bytes] = None
     try:
         data = dumps(exc, protocol)
+        if type(data) is tuple:
+            # References cannot ride in a remote error yet (the Rust core carries
+            # only its bytes): such an exception degrades to RemoteException.
+            raise TypeError("it holds TwinObjects, which travel by reference")
         loads(data)
     except Exception as error:
         _log.debug("exception %s cannot cross by pickle: %s", type_path, error)
