@@ -26,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .function("scale", |_, args, _| match args.as_slice() {
             [Value::Int(n)] => Ok(Value::Int(n * 10)),
             _ => Err(RemoteError {
+                refs: Vec::new(),
                 type_path: "builtins.TypeError".into(),
                 message: "scale takes one int".into(),
                 traceback: String::new(),

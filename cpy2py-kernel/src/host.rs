@@ -104,6 +104,7 @@ struct HostHandler {
 
 fn error(type_path: &str, message: String) -> RemoteError {
     RemoteError {
+        refs: Vec::new(),
         type_path: type_path.into(),
         message,
         traceback: String::new(),

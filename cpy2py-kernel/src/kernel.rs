@@ -603,6 +603,7 @@ impl Kernel {
             Err(CallError::Encode(reason)) => {
                 // The outcome itself cannot travel: tell the requester why.
                 let outcome = Outcome::Err(RemoteError {
+                    refs: Vec::new(),
                     type_path: "cpy2py.errors.CPy2PyException".into(),
                     message: format!("the reply could not be sent: {reason}"),
                     traceback: String::new(),
@@ -900,6 +901,7 @@ impl Kernel {
         };
         if let Message::Request(request) = envelope.message {
             let outcome = Outcome::Err(RemoteError {
+                refs: Vec::new(),
                 type_path: "cpy2py.errors.TwinterpeterTerminated".into(),
                 message: failure.to_string(),
                 traceback: String::new(),
@@ -955,6 +957,7 @@ impl Kernel {
                         .unwrap_or_else(|| "handler panicked".into());
                     tracing::error!(%message, "the handler panicked");
                     Outcome::Err(RemoteError {
+                        refs: Vec::new(),
                         type_path: "cpy2py.errors.CPy2PyException".into(),
                         message: format!("the cpy2py handler panicked: {message}"),
                         traceback: String::new(),

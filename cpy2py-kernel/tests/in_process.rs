@@ -62,6 +62,7 @@ impl Handler for Calc {
 
 fn error(message: &str) -> RemoteError {
     RemoteError {
+        refs: Vec::new(),
         type_path: "calc.Error".into(),
         message: message.into(),
         traceback: String::new(),

@@ -1,12 +1,13 @@
 //! The one place where kernel errors and remote errors become Python
 //! exceptions (classes defined in `cpy2py.errors`).
 
+use crate::convert::Encoder;
 use crate::runtime::runtime;
 use cpy2py_kernel::{CallError, KernelError};
 use cpy2py_wire::{Bytes, RemoteError};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 /// An instance of `cpy2py.errors.<class>` with `message`.
 pub(crate) fn error(py: Python<'_>, class: &str, message: &str) -> PyErr {
@@ -62,31 +63,66 @@ pub(crate) fn rebuild<'py>(
     twin: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
     let pickled = err.pickle.as_ref().map(|b| PyBytes::new(py, b));
+    let references = match (err.refs.is_empty(), crate::kernel_opt()) {
+        (true, _) | (_, None) => None,
+        (false, Some(kernel)) => Some(PyList::new(
+            py,
+            err.refs
+                .into_iter()
+                .map(|r| crate::objects::from_ref(py, kernel, r))
+                .collect::<PyResult<Vec<_>>>()?,
+        )?),
+    };
     runtime(py)?.rebuild_exception.bind(py).call1((
         err.type_path,
         err.message,
         err.traceback,
         pickled,
         twin,
+        references,
     ))
 }
 
-/// Describes a Python exception for the wire.
-pub(crate) fn describe(py: Python<'_>, err: &PyErr, protocol: u8) -> RemoteError {
+/// Describes a Python exception for the wire, for the peer `encoder` sends to
+/// (TwinObjects inside it travel by reference).
+pub(crate) fn describe(py: Python<'_>, err: &PyErr, encoder: &Encoder<'_>) -> RemoteError {
     // `into_value` attaches the traceback, which `value` alone may lack.
     let value = err.clone_ref(py).into_value(py).into_bound(py);
     let described = runtime(py).and_then(|rt| {
-        let t = rt.describe_exception.bind(py).call1((&value, protocol))?;
+        let t = rt
+            .describe_exception
+            .bind(py)
+            .call1((&value, encoder.protocol))?;
         let t = t.downcast::<PyTuple>()?;
-        let pickled: Option<Vec<u8>> = t.get_item(3)?.extract()?;
+        let pickled = t.get_item(3)?;
+        let (pickle, refs) = if pickled.is_none() {
+            (None, Vec::new())
+        } else if let Ok(pair) = pickled.downcast::<PyTuple>() {
+            let data: Vec<u8> = pair.get_item(0)?.extract()?;
+            let mut refs = Vec::new();
+            for obj in pair.get_item(1)?.try_iter()? {
+                let obj = obj?;
+                refs.push(crate::objects::to_ref(
+                    encoder.kernel,
+                    &obj,
+                    encoder.dst,
+                    &mut encoder.retains.borrow_mut(),
+                )?);
+            }
+            (Some(Bytes(data)), refs)
+        } else {
+            (Some(Bytes(pickled.extract()?)), Vec::new())
+        };
         Ok(RemoteError {
             type_path: t.get_item(0)?.extract()?,
             message: t.get_item(1)?.extract()?,
             traceback: t.get_item(2)?.extract()?,
-            pickle: pickled.map(Bytes),
+            pickle,
+            refs,
         })
     });
     described.unwrap_or_else(|e| RemoteError {
+        refs: Vec::new(),
         type_path: "builtins.Exception".into(),
         message: format!("{value} (and describing it failed: {e})"),
         traceback: String::new(),

@@ -175,11 +175,12 @@ impl Handler for PyHandler {
     fn handle(&self, ctx: &RequestContext<'_>, op: Op) -> Outcome {
         Python::attach(|py| match PyHandler::run(py, ctx, op) {
             Ok(value) => Outcome::Ok(value),
-            Err(err) => Outcome::Err(errors::describe(
-                py,
-                &err,
-                ctx.kernel.pickle_protocol(ctx.src),
-            )),
+            Err(err) => {
+                let encoder = Encoder::new(ctx.kernel, ctx.src);
+                let described = errors::describe(py, &err, &encoder);
+                encoder.send_retains();
+                Outcome::Err(described)
+            }
         })
     }
 }

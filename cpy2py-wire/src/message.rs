@@ -182,6 +182,8 @@ pub struct RemoteError {
     pub traceback: String,
     /// The error itself, serialized by the raising language, if that worked.
     pub pickle: Option<Bytes>,
+    /// Object references inside `pickle`, by position (as in [`crate::Value::Pickle`]).
+    pub refs: Vec<ObjectRef>,
 }
 
 /// References released by the sender: each object id with the number of

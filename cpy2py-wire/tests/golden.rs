@@ -376,6 +376,7 @@ fn reply_err() {
                     generation: 7,
                 },
                 outcome: Outcome::Err(RemoteError {
+                    refs: Vec::new(),
                     type_path: "builtins.KeyError".into(),
                     message: "k".into(),
                     traceback: "tb".into(),
@@ -384,7 +385,7 @@ fn reply_err() {
             }),
         },
         &[
-            &[33, 0, 0, 0],
+            &[34, 0, 0, 0],
             &[0, 1], // src, dst
             &[2],    // Message::Reply
             &[3, 7], // RequestId
@@ -396,6 +397,7 @@ fn reply_err() {
             &[2], // traceback
             b"tb",
             &[1, 2, 0x80, 0x04], // pickle: Some, 2 bytes
+            &[0],                // refs: none
         ],
     );
 }
@@ -606,6 +608,7 @@ fn value_pickle() {
 fn value_error() {
     assert_value(
         Value::Error(Box::new(RemoteError {
+            refs: Vec::new(),
             type_path: "builtins.ValueError".into(),
             message: "bad".into(),
             traceback: String::new(),
@@ -618,6 +621,7 @@ fn value_error() {
             b"bad",
             &[0], // traceback ""
             &[0], // pickle None
+            &[0], // refs: none
         ],
     );
 }

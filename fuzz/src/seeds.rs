@@ -294,6 +294,7 @@ fn err_outcome() -> Outcome {
 
 fn remote_error() -> RemoteError {
     RemoteError {
+refs: Vec::new(),
         type_path: "builtins.ValueError".into(),
         message: "bad value".into(),
         traceback:

@@ -742,3 +742,12 @@ def class_attribute(cls, name):
 
 def has_class_attribute(cls, name):
     return name in vars(cls) or hasattr(cls, name)
+
+
+class CarryingError(Exception):
+    """An exception that carries an object (passed as its argument)."""
+
+
+def raise_carrying(obj):
+    """Raise CarryingError holding ``obj`` (a TwinObject: it must travel by reference)."""
+    raise CarryingError(obj)

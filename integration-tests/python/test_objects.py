@@ -773,3 +773,17 @@ def test_class_starts_its_twin_on_demand(flavour, twin_exe, monkeypatch):
         assert not master.is_alive
     finally:
         master.destroy()
+
+
+def test_objects_inside_exceptions_travel_by_reference(twin, flavour):
+    # A twin-native object raised back from the twin comes back as its proxy.
+    counter = objhelpers.COUNTERS[flavour](5)
+    with pytest.raises(objhelpers.CarryingError) as caught:
+        twin.execute(objhelpers.raise_carrying, counter)
+    assert caught.value.args[0] is counter
+    assert caught.value.args[0].add(1) == 6
+    # A master-native object raised in the twin comes back as the very object.
+    master_counter = objhelpers.MasterCounter(7)
+    with pytest.raises(objhelpers.CarryingError) as caught:
+        twin.execute(objhelpers.raise_carrying, master_counter)
+    assert caught.value.args[0] is master_counter

@@ -13,6 +13,7 @@ fn host() -> Host {
         .function("double", |_, args, _| match args.as_slice() {
             [Value::Int(n)] => Ok(Value::Int(n * 2)),
             _ => Err(RemoteError {
+                refs: Vec::new(),
                 type_path: "builtins.TypeError".into(),
                 message: "double takes one int".into(),
                 traceback: String::new(),
@@ -34,6 +35,7 @@ fn host() -> Host {
             match ctx.kernel.call(ctx.src, op, Some(Duration::from_secs(30))) {
                 Ok(Outcome::Ok(Value::Int(depth))) => Ok(Value::Int(depth + 1)),
                 other => Err(RemoteError {
+                    refs: Vec::new(),
                     type_path: "builtins.RuntimeError".into(),
                     message: format!("nested call failed: {other:?}"),
                     traceback: String::new(),

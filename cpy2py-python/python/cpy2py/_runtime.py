@@ -378,8 +378,11 @@ def _type_path(cls: type) -> str:
 
 def describe_exception(
     exc: BaseException, protocol: int, tb: types.TracebackType | None = None
-) -> tuple[str, str, str, bytes | None]:
+) -> tuple[str, str, str, Any]:
     """``(type path, str(exc), formatted traceback, pickle or None)`` of ``exc``.
+
+    The pickle is what :func:`dumps` returns: bytes, or bytes and the TwinObjects
+    they refer to.
 
     The traceback text includes chained causes and contexts. ``tb`` is used when
     ``exc.__traceback__`` is not set. The pickle is None when ``exc`` cannot be
@@ -397,14 +400,14 @@ def describe_exception(
         tb_text = "".join(traceback.format_exception(cls, exc, tb))
     except Exception:
         tb_text = "%s: %s\n(traceback could not be formatted)\n" % (type_path, message)
-    pickled: Optional[bytes] = None
+    pickled: Any = None
     try:
         data = dumps(exc, protocol)
+        # TwinObjects inside travel by reference beside the bytes, as in values.
         if type(data) is tuple:
-            # References cannot ride in a remote error yet (the Rust core carries
-            # only its bytes): such an exception degrades to RemoteException.
-            raise TypeError("it holds TwinObjects, which travel by reference")
-        loads(data)
+            loads(data[0], data[1])
+        else:
+            loads(data)
     except Exception as error:
         _log.debug("exception %s cannot cross by pickle: %s", type_path, error)
     else:
@@ -418,6 +421,7 @@ def rebuild_exception(
     traceback: str,
     pickled: bytes | None,
     twin_id: str,
+    references: Optional[list] = None,
 ) -> BaseException:
     """The local exception for one raised in ``twin_id``.
 
@@ -427,7 +431,7 @@ def rebuild_exception(
     """
     if pickled is not None:
         try:
-            exc = loads(pickled)
+            exc = loads(pickled, references) if references else loads(pickled)
         except Exception as error:
             _log.debug("exception %s from %r does not unpickle: %s", type_path, twin_id, error)
         else:

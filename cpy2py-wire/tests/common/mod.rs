@@ -127,6 +127,7 @@ pub fn object_ref() -> impl Strategy<Value = ObjectRef> {
 pub fn remote_error() -> impl Strategy<Value = RemoteError> {
     (name(), text(), text(), option::of(bytes())).prop_map(
         |(type_path, message, traceback, pickle)| RemoteError {
+            refs: Vec::new(),
             type_path,
             message,
             traceback,
