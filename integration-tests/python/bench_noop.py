@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from cpy2py import TwinObject
+
 CALLS = int(os.environ.get("CPY2PY_BENCH_CALLS", "20000"))
 WARMUP = CALLS // 10
 
@@ -30,6 +32,18 @@ ECHO = (
 
 def noop():
     """The call being measured."""
+
+
+class Bench(TwinObject):
+    """Lives in the twin; its proxy's method call and attribute read are measured."""
+
+    __twin_id__ = "bench"
+
+    def __init__(self):
+        self.x = 1
+
+    def noop(self):
+        pass
 
 
 def stats(samples):
@@ -59,29 +73,58 @@ def measure_floor(python):
     return stats(samples)
 
 
+def _time(op):
+    for _ in range(WARMUP):
+        op()
+    samples = []
+    for _ in range(CALLS):
+        start = time.perf_counter()
+        op()
+        samples.append(time.perf_counter() - start)
+    return stats(samples)
+
+
 def measure_noop(python):
+    """execute(noop), a proxy method call and a proxy attribute read, one twin."""
     from cpy2py import TwinMaster
 
     twin = TwinMaster(executable=python, twinterpreter_id="bench")
     twin.start()
     try:
-        for _ in range(WARMUP):
-            twin.execute(noop)
-        samples = []
-        for _ in range(CALLS):
-            start = time.perf_counter()
-            twin.execute(noop)
-            samples.append(time.perf_counter() - start)
-        return stats(samples)
+        obj = Bench()
+        return {
+            "noop": _time(lambda: twin.execute(noop)),
+            "method": _time(obj.noop),
+            "attribute": _time(lambda: obj.x),
+        }
     finally:
         twin.stop()
+
+
+def measure_rust_host(python):
+    """The Rust host example's no-op round trip, if it is built."""
+    example = os.path.join(
+        os.path.dirname(__file__), "..", "..", "target", "release", "examples", "embed_pypy"
+    )
+    if not os.path.exists(example):
+        return None
+    out = subprocess.run(
+        [example], env=dict(os.environ, CPY2PY_EXAMPLE_PYPY=python),
+        check=True, capture_output=True, text=True, timeout=600,
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("round trip of a no-op call"):
+            median = float(line.split("median ")[1].split(" ")[0])
+            p99 = float(line.split("p99 ")[1].split(" ")[0])
+            return {"median_us": median, "p99_us": p99}
+    return None
 
 
 def child_main(kind, python, pinned):
     if pinned:
         os.sched_setaffinity(0, {0})
-    result = measure_floor(python) if kind == "floor" else measure_noop(python)
-    print(json.dumps(result))
+    measure = {"floor": measure_floor, "noop": measure_noop, "rust": measure_rust_host}[kind]
+    print(json.dumps(measure(python)))
 
 
 def run(kind, python, pinned):
@@ -99,16 +142,21 @@ def main():
         if os.environ.get(var)
     ]
     print(f"{CALLS} calls after {WARMUP} warm-up; CPython {sys.version.split()[0]} master.\n")
-    print("| twin | pinning | floor median µs | floor p99 µs | execute(noop) median µs | p99 µs | ratio to floor |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| twin | pinning | floor µs (p99) | execute(noop) µs (p99) | ratio | "
+        "proxy method call µs (p99) | proxy attribute read µs (p99) | Rust host no-op µs (p99) |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    cell = lambda r: "%.1f (%.1f)" % (r["median_us"], r["p99_us"]) if r else "n/a"
     for name, python in twins:
         for pinned in (False, True):
             floor = run("floor", python, pinned)
             ours = run("noop", python, pinned)
-            ratio = ours["median_us"] / floor["median_us"]
+            rust = run("rust", python, pinned)
+            ratio = ours["noop"]["median_us"] / floor["median_us"]
             print(
-                f"| {name} | {'CPU 0' if pinned else 'none'} | {floor['median_us']:.1f} | "
-                f"{floor['p99_us']:.1f} | {ours['median_us']:.1f} | {ours['p99_us']:.1f} | {ratio:.2f}× |"
+                f"| {name} | {'CPU 0' if pinned else 'none'} | {cell(floor)} | {cell(ours['noop'])} | "
+                f"{ratio:.2f}× | {cell(ours['method'])} | {cell(ours['attribute'])} | {cell(rust)} |"
             )
 
 

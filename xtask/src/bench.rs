@@ -51,6 +51,23 @@ pub fn run(root: &Path) -> Result<()> {
     } else {
         None
     };
+    // The Rust host's figure comes from the embedding example.
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "cpy2py-kernel",
+            "--example",
+            "embed_pypy",
+        ])
+        .status()
+        .context("cannot build the embed_pypy example")?;
+    if !status.success() {
+        bail!("building the embed_pypy example failed ({status})");
+    }
 
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut report = String::new();
