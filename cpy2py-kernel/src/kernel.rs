@@ -40,6 +40,9 @@ use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(usize::MAX);
 
+/// How many ended peers are remembered for error messages.
+const GONE_REMEMBERED: usize = 1024;
+
 /// Frames up to this size fit in a socket buffer: writing one never blocks
 /// for long, so a thread may write it while holding a reader role.
 const SMALL_FRAME: usize = 64 * 1024;
@@ -1264,7 +1267,16 @@ impl Kernel {
             return;
         }
         tracing::debug!(peer = peer.id.0, twin = peer.twin_id(), %reason, "peer lost");
-        lock(&self.shared.gone).insert(peer.id, (peer.twin_id().to_owned(), reason.clone()));
+        {
+            let mut gone = lock(&self.shared.gone);
+            gone.insert(peer.id, (peer.twin_id().to_owned(), reason.clone()));
+            // Peer ids only grow: forget the oldest beyond a bound, so that a
+            // long-lived master restarting twins does not grow without end.
+            while gone.len() > GONE_REMEMBERED {
+                let Some(oldest) = gone.keys().min().copied() else { break };
+                gone.remove(&oldest);
+            }
+        }
         {
             let mut peers = self
                 .shared
