@@ -79,9 +79,10 @@ impl Value {
 /// Nesting guard for decoding: a thread-local depth count around every
 /// container.
 pub(crate) mod depth {
-    use serde::de::Error as _;
+    use serde::de::{Error as _, SeqAccess, Visitor};
     use serde::{Deserialize, Deserializer};
     use std::cell::Cell;
+    use std::marker::PhantomData;
 
     thread_local! {
         static DEPTH: Cell<usize> = const { Cell::new(0) };
@@ -107,7 +108,10 @@ pub(crate) mod depth {
         }
     }
 
-    pub(crate) fn guarded<'de, D, T>(d: D) -> Result<T, D::Error>
+    /// Decodes one container's elements one level deeper. Space is reserved
+    /// for at most [`PREALLOCATE`] elements whatever length the input claims, so
+    /// memory follows the elements actually present.
+    pub(crate) fn guarded<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
     where
         D: Deserializer<'de>,
         T: Deserialize<'de>,
@@ -119,7 +123,28 @@ pub(crate) mod depth {
         }
         DEPTH.set(depth);
         let _level = Level;
-        T::deserialize(d)
+        d.deserialize_seq(Elements(PhantomData))
+    }
+
+    /// Elements reserved up front per container.
+    const PREALLOCATE: usize = 64;
+
+    struct Elements<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(PREALLOCATE));
+            while let Some(item) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
     }
 }
 
