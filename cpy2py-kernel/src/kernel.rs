@@ -1273,7 +1273,9 @@ impl Kernel {
             // Peer ids only grow: forget the oldest beyond a bound, so that a
             // long-lived master restarting twins does not grow without end.
             while gone.len() > GONE_REMEMBERED {
-                let Some(oldest) = gone.keys().min().copied() else { break };
+                let Some(oldest) = gone.keys().min().copied() else {
+                    break;
+                };
                 gone.remove(&oldest);
             }
         }

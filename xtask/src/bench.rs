@@ -9,8 +9,10 @@
 //!
 //! If `integration-tests/python/bench_noop.py` exists, the extension is built first and
 //! the script is run with the CPython virtualenv's python, so the cpy2py figures land in
-//! the same report, measured in the same run. The report is printed and written to
-//! `target/bench/report.md`.
+//! the same report, measured in the same run. Then `bench/peers.py` measures the peers
+//! (RPyC, execnet, Pyro5, multiprocessing, the original cpy2py 0.17.1) in the same run:
+//! their venvs under `target/` are created and filled from PyPI first, if need be (see
+//! [`PEER_VENVS`]). The report is printed and written to `target/bench/report.md`.
 
 use std::{
     env,
@@ -39,6 +41,18 @@ const WARMUP: usize = 2_000;
 /// Measured round trips.
 const ROUND_TRIPS: usize = 20_000;
 
+/// The peers' venvs under `target/`: directory, the import that shows it is filled,
+/// and the PyPI packages to install if it is not. The original cpy2py imports as
+/// `cpy2py` like ours, hence a venv of its own.
+const PEER_VENVS: [(&str, &str, &[&str]); 2] = [
+    (
+        "bench-venv-peers",
+        "import rpyc, execnet, Pyro5",
+        &["rpyc", "execnet", "Pyro5"],
+    ),
+    ("bench-venv-cpy2py017", "import cpy2py", &["cpy2py==0.17.1"]),
+];
+
 /// `cargo xtask bench`.
 pub fn run(root: &Path) -> Result<()> {
     let noop_script = root
@@ -51,6 +65,15 @@ pub fn run(root: &Path) -> Result<()> {
     } else {
         None
     };
+    let peers_script = root.join("bench").join("peers.py");
+    if peers_script.is_file() {
+        for (dir, import, packages) in PEER_VENVS {
+            // A venv that cannot be filled is reported by peers.py as that peer's failure.
+            if let Err(error) = ensure_peer_venv(&root.join("target").join(dir), import, packages) {
+                eprintln!("warning: {dir}: {error:#}");
+            }
+        }
+    }
     // The Rust host's figure comes from the embedding example.
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
@@ -114,12 +137,61 @@ pub fn run(root: &Path) -> Result<()> {
         None => writeln!(report, "Not measured: the script does not exist yet.")?,
     }
 
+    if peers_script.is_file() {
+        writeln!(report, "\n## Peers (`bench/peers.py`)\n")?;
+        eprintln!("running {}", peers_script.display());
+        let python = root
+            .join("target")
+            .join(PEER_VENVS[0].0)
+            .join("bin")
+            .join("python");
+        let output = Command::new(&python)
+            .arg(&peers_script)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run bench/peers.py with {}", python.display()))?;
+        report.push_str(&String::from_utf8_lossy(&output.stdout));
+        if !output.status.success() {
+            writeln!(report, "\nbench/peers.py failed ({})", output.status)?;
+        }
+    }
+
     print!("{report}");
     let dir = root.join("target").join("bench");
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join("report.md");
     fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("report written to {}", path.display());
+    Ok(())
+}
+
+/// Creates the venv `dir` from `python3` unless it exists, and pip-installs `packages`
+/// into it unless `import` already succeeds there.
+fn ensure_peer_venv(dir: &Path, import: &str, packages: &[&str]) -> Result<()> {
+    let python = dir.join("bin").join("python");
+    let ok = |cmd: &mut Command| cmd.status().is_ok_and(|status| status.success());
+    if !python.is_file() {
+        eprintln!("creating {}", dir.display());
+        ensure!(
+            ok(Command::new("python3").arg("-m").arg("venv").arg(dir)),
+            "python3 -m venv {} failed",
+            dir.display()
+        );
+    }
+    if !ok(Command::new(&python)
+        .args(["-c", import])
+        .stderr(Stdio::null()))
+    {
+        eprintln!("installing {} into {}", packages.join(" "), dir.display());
+        ensure!(
+            ok(Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet"])
+                .args(packages)),
+            "pip install {} failed",
+            packages.join(" ")
+        );
+    }
     Ok(())
 }
 
