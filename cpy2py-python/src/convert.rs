@@ -12,10 +12,10 @@ use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple,
 };
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
-/// Containers nested deeper than this are pickled as a whole, which keeps
-/// decoding bounded (`Value::MAX_DEPTH`) and handles self-references.
+/// Values whose containers nest deeper than this are pickled as a whole, which
+/// keeps decoding bounded (`Value::MAX_DEPTH`) and self-references intact.
 const NATIVE_DEPTH: usize = Value::MAX_DEPTH - 4;
 
 /// Converts Python objects to values for one destination peer.
@@ -29,6 +29,8 @@ pub(crate) struct Encoder<'k> {
     pub dst: PeerId,
     /// Retains the frame needs (sent before it by [`Encoder::send_retains`]).
     pub retains: RefCell<Retains>,
+    /// Set when a container nests too deeply (or holds itself).
+    too_deep: Cell<bool>,
 }
 
 impl<'k> Encoder<'k> {
@@ -39,6 +41,7 @@ impl<'k> Encoder<'k> {
             kernel,
             dst,
             retains: RefCell::new(Retains::default()),
+            too_deep: Cell::new(false),
         }
     }
 
@@ -49,7 +52,7 @@ impl<'k> Encoder<'k> {
 
     /// Converts `obj`.
     pub(crate) fn value(&self, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-        self.convert(obj, 0)
+        self.top(obj)
     }
 
     /// Converts each item of a sequence.
@@ -57,10 +60,7 @@ impl<'k> Encoder<'k> {
         &self,
         items: impl IntoIterator<Item = Bound<'py, PyAny>>,
     ) -> PyResult<Vec<Value>> {
-        items
-            .into_iter()
-            .map(|item| self.convert(&item, 0))
-            .collect()
+        items.into_iter().map(|item| self.top(&item)).collect()
     }
 
     /// Converts keyword arguments.
@@ -76,9 +76,19 @@ impl<'k> Encoder<'k> {
             let key: String = key
                 .extract()
                 .map_err(|_| PyTypeError::new_err("keyword argument names must be strings"))?;
-            out.push((key, self.convert(&value, 0)?));
+            out.push((key, self.top(&value)?));
         }
         Ok(out)
+    }
+
+    /// Converts one top-level value: natively, or as one pickle when its
+    /// containers nest deeper than [`NATIVE_DEPTH`].
+    fn top(&self, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+        let value = self.convert(obj, 0)?;
+        if self.too_deep.replace(false) {
+            return self.pickle(obj);
+        }
+        Ok(value)
     }
 
     fn convert(&self, obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
@@ -125,7 +135,11 @@ impl<'k> Encoder<'k> {
             return self.pickle(obj);
         }
         if depth >= NATIVE_DEPTH {
-            return self.pickle(obj);
+            // Too deep to convert natively, or a container holding itself:
+            // the whole top-level value goes as one pickle (see `top`), which
+            // keeps cycles and shared parts intact.
+            self.too_deep.set(true);
+            return Ok(Value::None);
         }
         let next = depth + 1;
         if let Ok(list) = obj.downcast_exact::<PyList>() {

@@ -88,6 +88,16 @@ def _resolve_ids(executable: Optional[str], twinterpreter_id: Optional[str]) -> 
     return twinterpreter_id, executable
 
 
+def _check_timeout(timeout: Optional[float]) -> Optional[float]:
+    """``timeout`` as float seconds (None: no timeout); rejects non-positive values."""
+    if timeout is None:
+        return None
+    seconds = float(timeout)
+    if not seconds > 0:
+        raise ValueError("a call timeout must be a positive number of seconds or None, not %r" % (timeout,))
+    return seconds
+
+
 def _find_executable(executable: str) -> str:
     """``executable`` as an absolute path when it can be found, else unchanged (the
     spawn error then names it)."""
@@ -116,6 +126,9 @@ class TwinMaster(object):
         default: the main module is loaded only when first needed, without that block.
     :param restore_argv: give the twin the master's ``sys.argv``.
     :param ipyc: accepted for compatibility; no effect.
+    :param call_timeout: keyword-only: default timeout in seconds of :meth:`execute`
+        (None: wait as long as the call takes); also the settable attribute
+        :attr:`call_timeout`. See :meth:`execute_timeout`.
 
     ``TwinMaster`` is a singleton per twin id: constructing it again with the same id
     returns the same (possibly running) instance.
@@ -137,8 +150,11 @@ class TwinMaster(object):
         run_main: Optional[bool] = None,
         restore_argv: bool = False,
         ipyc: Any = None,
+        *,
+        call_timeout: Optional[float] = None,
     ) -> "TwinMaster":
         twin_id, _ = _resolve_ids(executable, twinterpreter_id)
+        _check_timeout(call_timeout)  # before the store holds a half-made master
         with cls._store_lock:
             self = cls._store.get(twin_id)
             if self is None:
@@ -156,6 +172,8 @@ class TwinMaster(object):
         run_main: Optional[bool] = None,
         restore_argv: bool = False,
         ipyc: Any = None,
+        *,
+        call_timeout: Optional[float] = None,
     ) -> None:
         explicit_executable = executable
         twin_id, executable = _resolve_ids(executable, twinterpreter_id)
@@ -171,6 +189,8 @@ class TwinMaster(object):
                         "twinterpreter %r already exists with executable %r, not %r"
                         % (twin_id, self.executable, executable)
                     )
+                if call_timeout is not None:
+                    self.call_timeout = _check_timeout(call_timeout)
                 return
             if twin_id == kernel_state.MASTER_ID:
                 del self._store[twin_id]
@@ -189,6 +209,7 @@ class TwinMaster(object):
             self.main_module = main_module
             self.run_main = bool(run_main)
             self.restore_argv = bool(restore_argv)
+            self.call_timeout: Optional[float] = _check_timeout(call_timeout)
             self._lock = threading.RLock()
             self._peer: Optional[int] = None
             self._ended: Optional[str] = None
@@ -359,18 +380,32 @@ class TwinMaster(object):
         A remote exception re-raises here with its own type and the remote traceback
         as its ``__cause__``. Raises :class:`~cpy2py.errors.TwinterpeterUnavailable`
         when the twin is not running, :class:`~cpy2py.errors.TwinterpeterTerminated`
-        when it ends during the call.
+        when it ends during the call, :class:`~cpy2py.errors.TwinterpreterTimeout`
+        after :attr:`call_timeout` seconds when that is set.
         """
         peer = self._peer
         if peer is None:
-            return self._execute_unstarted(call, call_args, call_kwargs)
-        return _native_call(peer, call, call_args, call_kwargs)
+            return self._execute_unstarted(call, call_args, call_kwargs, self.call_timeout)
+        return _native_call(peer, call, call_args, call_kwargs, self.call_timeout)
 
-    def _execute_unstarted(self, call: Any, call_args: Any, call_kwargs: Any) -> Any:
+    def execute_timeout(self, timeout: Optional[float], call: Any, /, *call_args: Any, **call_kwargs: Any) -> Any:
+        """:meth:`execute` with a timeout of its own (seconds; None: no timeout).
+
+        Raises :class:`~cpy2py.errors.TwinterpreterTimeout` (a :class:`TimeoutError`)
+        naming the call when no reply came in time; the twin keeps running the call,
+        and its late reply is discarded.
+        """
+        timeout = _check_timeout(timeout)
+        peer = self._peer
+        if peer is None:
+            return self._execute_unstarted(call, call_args, call_kwargs, timeout)
+        return _native_call(peer, call, call_args, call_kwargs, timeout)
+
+    def _execute_unstarted(self, call: Any, call_args: Any, call_kwargs: Any, timeout: Optional[float] = None) -> Any:
         if kernel_state.TWIN_ID == self.twinterpreter_id:
             return call(*call_args, **call_kwargs)
         if not kernel_state.is_master():
-            return _native_call(_peer_for(self.twinterpreter_id), call, call_args, call_kwargs)
+            return _native_call(_peer_for(self.twinterpreter_id), call, call_args, call_kwargs, timeout)
         raise self._unavailable()
 
     def _unavailable(self) -> errors.TwinterpeterUnavailable:
