@@ -12,6 +12,7 @@
 //! cargo xtask example [-- ARGS]        run examples/hello_twins.py: CPython master, PyPy twin
 //! cargo xtask bench                    socketpair floor and a no-op cpy2py call, side by side
 //! cargo xtask fuzz [--seconds N]       cargo fuzz on the frame decoder and the kernel
+//! cargo xtask soak [--seconds N]       mixed load on two twins; RSS and live objects
 //! ```
 //!
 //! PyPy is optional on a developer machine (a loud warning, then its part is skipped)
@@ -47,6 +48,9 @@ tasks:
   fuzz [--seconds N] [TARGET...]
                            libFuzzer (cargo fuzz) on each target for N s (default 60):
                            wire_decode, wire_stream, kernel_peer; fails on any crash
+  soak [--seconds N]       mixed load (calls, objects, callbacks, threads) on a PyPy and
+                           a CPython twin for N s (default 60): calls/s, RSS at start and
+                           end, live exported objects; report in target/bench/soak.md
 
 environment:
   CI=true                  a missing PyPy is an error instead of a warning
@@ -73,6 +77,7 @@ fn main() -> Result<()> {
             bench::run(&root)
         }
         Some("fuzz") => fuzz::run_task(&root, &rest),
+        Some("soak") => soak(&root, &rest),
         Some(bench::ECHO_CHILD) => bench::echo_child(),
         None | Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
@@ -131,6 +136,39 @@ fn example(root: &Path, args: Vec<String>) -> Result<()> {
         cmd.env("CPY2PY_EXAMPLE_PYPY", pypy);
     }
     run(&mut cmd)
+}
+
+/// `cargo xtask soak [--seconds N]`: mixed load on a PyPy and a CPython twin
+/// (`integration-tests/python/soak.py`), reported as a table on stdout and in
+/// `target/bench/soak.md`. Fails if a call failed or objects stayed exported.
+fn soak(root: &Path, args: &[String]) -> Result<()> {
+    let seconds = match args {
+        [] => "60".to_owned(),
+        [flag, n] if flag == "--seconds" && n.parse::<f64>().is_ok() => n.clone(),
+        _ => bail!("usage: cargo xtask soak [--seconds N]"),
+    };
+    let venvs = python::build(root)?;
+    if venvs.pypy.is_none() {
+        bail!("the soak needs PyPy (pypy3) for its PyPy twin");
+    }
+    let script = root
+        .join("integration-tests")
+        .join("python")
+        .join("soak.py");
+    let output = venvs
+        .test_env(Command::new(&venvs.cpython).arg(&script).arg(&seconds))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run soak.py")?;
+    let report = String::from_utf8_lossy(&output.stdout);
+    print!("{report}");
+    let dir = root.join("target").join("bench");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("soak.md"), report.as_bytes())?;
+    if !output.status.success() {
+        bail!("the soak failed ({})", output.status);
+    }
+    Ok(())
 }
 
 fn pytest(python: &Path, suite: &Path, extra: &[String]) -> Command {

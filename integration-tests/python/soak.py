@@ -1,0 +1,164 @@
+"""Soak: mixed load on a PyPy and a CPython twin for a while, then a table.
+
+Run by ``cargo xtask soak --seconds N`` with the CPython venv's python; the twins
+are the venv pythons named by CPY2PY_TEST_PYPY and CPY2PY_TEST_CPYTHON. Four
+threads run at once until the time is up:
+
+- plain calls (``execute(noop)``) to the PyPy twin;
+- TwinObject churn: create an object in the PyPy twin, call it, drop it;
+- callbacks: a function in the PyPy twin calls back into the master, 3 deep;
+- 64 KiB bytes echoed through the CPython twin.
+
+RSS of every process is sampled at the start and the end (after a garbage
+collection), and the live exported objects of each interpreter are counted at
+the end, after releases are flushed: a leak shows as growth there. Exits non-zero
+if any call failed or objects stayed exported.
+"""
+
+import gc
+import os
+import sys
+import threading
+import time
+
+from cpy2py import TwinMaster, TwinObject, _native, kernel_state, twinfunction
+
+PYPY_ID = "soak-pypy"
+CPYTHON_ID = "soak-cpython"
+PAYLOAD = bytes(range(256)) * 256  # 64 KiB
+
+
+def noop():
+    """The plain call."""
+
+
+def echo(value):
+    """Returns its argument (by value)."""
+    return value
+
+
+class Churn(TwinObject):
+    """Short-lived objects of the PyPy twin."""
+
+    __twin_id__ = PYPY_ID
+
+    def __init__(self, n):
+        self.n = n
+
+    def bump(self):
+        self.n += 1
+        return self.n
+
+
+@twinfunction(kernel_state.MASTER_ID)
+def master_side(depth):
+    """Runs in the master; bounces back into the twin while depth is left."""
+    return twin_side(depth - 1) + 1 if depth > 0 else 0
+
+
+@twinfunction(PYPY_ID)
+def twin_side(depth):
+    """Runs in the PyPy twin; bounces back into the master while depth is left."""
+    return master_side(depth - 1) + 1 if depth > 0 else 0
+
+
+def settle():
+    """Collects garbage and sends batched releases (here, twice for PyPy)."""
+    gc.collect()
+    gc.collect()
+    _native.flush_releases()
+    return _native.exported_count()
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main():
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
+    pypy = TwinMaster(executable=os.environ["CPY2PY_TEST_PYPY"], twinterpreter_id=PYPY_ID)
+    cpython = TwinMaster(
+        executable=os.environ["CPY2PY_TEST_CPYTHON"], twinterpreter_id=CPYTHON_ID
+    )
+    pypy.start()
+    cpython.start()
+    processes = {"master (CPython)": os.getpid(), "PyPy twin": pypy.pid, "CPython twin": cpython.pid}
+
+    def one_round():
+        pypy.execute(noop)
+        Churn(1).bump()
+        assert twin_side(3) == 3
+        assert cpython.execute(echo, PAYLOAD) == PAYLOAD
+
+    one_round()  # warm up: every path has run once before the start sample
+    settle()
+    pypy.execute(settle)
+    rss_start = {name: rss_kib(pid) for name, pid in processes.items()}
+
+    counts = {"calls": 0, "objects": 0, "callbacks": 0, "bytes echoes": 0}
+    errors = []
+    stop = time.monotonic() + seconds
+
+    def loop(kind, step):
+        n = 0
+        try:
+            while time.monotonic() < stop:
+                step()
+                n += 1
+        except Exception as error:  # reported, and fails the soak
+            errors.append("%s: %r" % (kind, error))
+        counts[kind] = n
+
+    def churn():
+        obj = Churn(1)
+        assert obj.bump() == 2
+
+    steps = {
+        "calls": lambda: pypy.execute(noop),
+        "objects": churn,
+        "callbacks": lambda: twin_side(3),
+        "bytes echoes": lambda: cpython.execute(echo, PAYLOAD),
+    }
+    started = time.monotonic()
+    threads = [threading.Thread(target=loop, args=(k, s)) for k, s in steps.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 120)
+    elapsed = time.monotonic() - started
+
+    exported = {
+        "master (CPython)": settle(),
+        "PyPy twin": pypy.execute(settle),
+        "CPython twin": cpython.execute(settle),
+    }
+    # the master's releases reach the twins before these calls: count again
+    exported["PyPy twin"] = pypy.execute(settle)
+    rss_end = {name: rss_kib(pid) for name, pid in processes.items()}
+    pypy.stop()
+    cpython.stop()
+
+    total = sum(counts.values())
+    print("Soak of %.0f s: %d operations (%.0f/s) from 4 threads.\n" % (elapsed, total, total / elapsed))
+    print("| load | operations | per second |")
+    print("| --- | ---: | ---: |")
+    for kind, n in counts.items():
+        print("| %s | %d | %.0f |" % (kind, n, n / elapsed))
+    print("\n| process | RSS start (MiB) | RSS end (MiB) | live exported objects at the end |")
+    print("| --- | ---: | ---: | ---: |")
+    for name in processes:
+        print(
+            "| %s | %.1f | %.1f | %d |"
+            % (name, rss_start[name] / 1024, rss_end[name] / 1024, exported[name])
+        )
+    if errors:
+        print("\nErrors:\n" + "\n".join("- " + e for e in errors))
+    return 1 if errors or any(exported.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
