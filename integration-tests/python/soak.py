@@ -123,6 +123,10 @@ def main():
         "callbacks": lambda: twin_side(3),
         "bytes echoes": lambda: cpython.execute(echo, PAYLOAD),
     }
+    only = os.environ.get("CPY2PY_SOAK_ONLY")  # one load alone, to find a leak
+    if only:
+        steps = {only: steps[only]}
+        counts = {only: 0}
     started = time.monotonic()
     threads = [threading.Thread(target=loop, args=(k, s)) for k, s in steps.items()]
     for t in threads:
@@ -143,7 +147,10 @@ def main():
     cpython.stop()
 
     total = sum(counts.values())
-    print("Soak of %.0f s: %d operations (%.0f/s) from 4 threads.\n" % (elapsed, total, total / elapsed))
+    print(
+        "Soak of %.0f s: %d operations (%.0f/s) from %d threads.\n"
+        % (elapsed, total, total / elapsed, len(threads))
+    )
     print("| load | operations | per second |")
     print("| --- | ---: | ---: |")
     for kind, n in counts.items():
