@@ -71,6 +71,39 @@ fn ensure_threads(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// Globals resolved so far, by module and qualified name: saves a Python call
+/// per request (`_runtime.resolve` caches the same way, so nothing changes).
+static RESOLVED: std::sync::Mutex<Option<Resolved>> = std::sync::Mutex::new(None);
+
+/// `(module, qualname)` → the object it names.
+type Resolved = std::collections::HashMap<(String, String), Py<PyAny>>;
+
+fn resolve_cached<'py>(
+    py: Python<'py>,
+    module: String,
+    qualname: String,
+) -> PyResult<Bound<'py, PyAny>> {
+    let key = (module, qualname);
+    if let Some(found) = RESOLVED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(&key))
+    {
+        return Ok(found.bind(py).clone());
+    }
+    let found = runtime(py)?
+        .resolve
+        .bind(py)
+        .call1((key.0.as_str(), key.1.as_str()))?;
+    RESOLVED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(Default::default)
+        .insert(key, found.clone().unbind());
+    Ok(found)
+}
+
 /// Serves requests from other interpreters by calling Python.
 struct PyHandler;
 
@@ -101,8 +134,12 @@ impl PyHandler {
                 args,
                 kwargs,
             } => {
-                let func = runtime(py)?.resolve.bind(py).call1((module, qualname))?;
-                func.call(args_of(args)?, kwargs_of(kwargs)?.as_ref())?
+                let func = resolve_cached(py, module, qualname)?;
+                if args.is_empty() && kwargs.is_empty() {
+                    func.call0()?
+                } else {
+                    func.call(args_of(args)?, kwargs_of(kwargs)?.as_ref())?
+                }
             }
             Op::CallValue {
                 callable,
