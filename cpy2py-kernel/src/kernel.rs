@@ -1370,16 +1370,15 @@ impl Kernel {
             message: Message::Shutdown,
         };
         let _ = self.send_to(&peer, &envelope);
-        let status = {
-            let mut child = lock(&peer.child);
-            child.as_mut().map(|c| crate::spawn::reap(c, grace))
-        };
-        let reason = match &status {
-            Some(s) => format!("stopped; the process {s}"),
-            None => "stopped".into(),
-        };
+        // Wait out the grace period (then kill); `close_peer` reports the
+        // status it left.
+        if let Some(child) = lock(&peer.child).as_mut() {
+            crate::spawn::reap(child, grace);
+        }
         self.close_peer(&peer, Some("stopped".into()), false);
-        Ok(self.peer_gone(id).map(|(_, r)| r).unwrap_or(reason))
+        Ok(self
+            .peer_gone(id)
+            .map_or_else(|| "stopped".into(), |(_, r)| r))
     }
 
     /// Stops every twin (master) and the pool threads. Calls pending anywhere
