@@ -10,9 +10,16 @@ threads run at once until the time is up:
 - 64 KiB bytes echoed through the CPython twin.
 
 RSS of every process is sampled at the start and the end (after a garbage
-collection), and the live exported objects of each interpreter are counted at
-the end, after releases are flushed: a leak shows as growth there. Exits non-zero
-if any call failed or objects stayed exported.
+collection) and at every tenth of the run, and the live exported objects of each
+interpreter are counted at the end, after releases are flushed: a leak shows as
+growth there. Exits non-zero if any call failed or objects stayed exported.
+
+The PyPy twin's GC figures are printed too: PyPy sizes its nursery from the CPU
+cache that ``/proc/cpuinfo`` reports (half of it), and a VM that reports a huge L3
+gets a huge nursery. Its pages become resident one by one before the first minor
+collection, and the old generation may grow to 8 nurseries before the first major
+one (PyPy's ``PYPY_GC_MIN`` default), so RSS climbs for a long time without any
+leak. ``PYPY_GC_NURSERY`` (inherited by the twin) bounds it.
 """
 
 import gc
@@ -68,6 +75,12 @@ def settle():
     gc.collect()
     _native.flush_releases()
     return _native.exported_count()
+
+
+def pypy_gc():
+    """The PyPy GC's own memory figures (run in the PyPy twin)."""
+    stats = gc.get_stats()
+    return {k: str(getattr(stats, k)) for k in ("nursery_size", "total_gc_memory", "peak_memory")}
 
 
 def rss_kib(pid):
@@ -131,6 +144,12 @@ def main():
     threads = [threading.Thread(target=loop, args=(k, s)) for k, s in steps.items()]
     for t in threads:
         t.start()
+    series = []  # (seconds since start, {process: RSS KiB})
+    for tenth in range(1, 11):
+        time.sleep(max(0.0, started + seconds * tenth / 10 - time.monotonic()))
+        if not any(t.is_alive() for t in threads):
+            break
+        series.append((time.monotonic() - started, {n: rss_kib(p) for n, p in processes.items()}))
     for t in threads:
         t.join(seconds + 120)
     elapsed = time.monotonic() - started
@@ -143,6 +162,7 @@ def main():
     # the master's releases reach the twins before these calls: count again
     exported["PyPy twin"] = pypy.execute(settle)
     rss_end = {name: rss_kib(pid) for name, pid in processes.items()}
+    gc_figures = pypy.execute(pypy_gc)
     pypy.stop()
     cpython.stop()
 
@@ -162,6 +182,17 @@ def main():
             "| %s | %.1f | %.1f | %d |"
             % (name, rss_start[name] / 1024, rss_end[name] / 1024, exported[name])
         )
+    print("\nRSS during the run (MiB):\n")
+    print("| s | " + " | ".join(processes) + " |")
+    print("| ---: |" + " ---: |" * len(processes))
+    for at, rss in series:
+        print("| %.0f | " % at + " | ".join("%.1f" % (rss[n] / 1024) for n in processes) + " |")
+    print(
+        "\nPyPy twin GC at the end: nursery %(nursery_size)s, GC memory %(total_gc_memory)s, "
+        "peak %(peak_memory)s" % gc_figures
+        + (" (PYPY_GC_NURSERY=%s)" % os.environ["PYPY_GC_NURSERY"] if "PYPY_GC_NURSERY" in os.environ else "")
+        + "."
+    )
     if errors:
         print("\nErrors:\n" + "\n".join("- " + e for e in errors))
     return 1 if errors or any(exported.values()) else 0
