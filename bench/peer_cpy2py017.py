@@ -7,10 +7,14 @@ PYTHONPATH (set by the runner).
 
 import os
 import sys
+import time
 
 from cpy2py import TwinMaster, TwinObject
 
-from _timing import add, check_add, emit, noop, timed
+from _timing import (
+    BULK, CALL_METRICS, add, check_add, echo, emit, guarded, noop, threads_suite, timed,
+    timed_bulk, timed_starts, wanted, wants_any,
+)
 
 
 class Service(TwinObject):
@@ -25,27 +29,50 @@ class Service(TwinObject):
         return a + b
 
 
-def version():
-    return sys.version.split()[0] + " " + sys.implementation.name
-
-
 def main():
-    twin = TwinMaster(executable=sys.argv[1], twinterpreter_id="bench017")
-    twin.start()
-    try:
-        if twin.execute(os.getpid) == os.getpid():
-            raise AssertionError("execute() ran in the master, not in the twin")
-        check_add(lambda a, b: twin.execute(add, a, b))
-        service = Service()
-        check_add(service.add)
-        result = {
-            "noop": timed(twin.execute, noop),
-            "add": timed(twin.execute, add, 1, 2),
-            "method": timed(service.noop),
-            "worker_version": twin.execute(version),
-        }
-    finally:
+    python = sys.argv[1]
+    result = {}
+    if wants_any(CALL_METRICS + ("threads",)):
+        twin = TwinMaster(executable=python, twinterpreter_id="bench017")
+        twin.start()
+        try:
+            if twin.execute(os.getpid) == os.getpid():
+                raise AssertionError("execute() ran in the master, not in the twin")
+            check_add(lambda a, b: twin.execute(add, a, b))
+            service = Service()
+            check_add(service.add)
+            guarded(result, "noop", timed, twin.execute, noop)
+            guarded(result, "add", timed, twin.execute, add, 1, 2)
+            guarded(result, "method", timed, service.noop)
+            guarded(result, "threads", threads_suite, lambda: lambda: twin.execute(noop))
+        finally:
+            try:
+                twin.stop()
+            except Exception:  # a twin killed by a failed metric is reported there
+                pass
+    # A payload that breaks the old kernel kills its twin: one fresh twin per payload.
+    for metric in BULK:
+        if wanted(metric):
+            twin = TwinMaster(executable=python, twinterpreter_id="bulk017_" + metric)
+            twin.start()
+            guarded(result, metric, timed_bulk, lambda value: twin.execute(echo, value), metric)
+            try:
+                twin.stop()
+            except Exception:  # a twin killed by the payload is reported above
+                pass
+    counter = [0]
+
+    def start_and_first_call():
+        counter[0] += 1
+        twin = TwinMaster(executable=python, twinterpreter_id="start017_%d" % counter[0])
+        begin = time.perf_counter()
+        twin.start()
+        twin.execute(noop)
+        took = time.perf_counter() - begin
         twin.stop()
+        return took
+
+    guarded(result, "startup", timed_starts, start_and_first_call)
     emit(result)
 
 

@@ -1,10 +1,14 @@
 """multiprocessing: a ``Pipe`` to a worker process running a request loop."""
 
 import multiprocessing
+import time
 
-from _timing import add, check_add, emit, noop, timed
+from _timing import (
+    BULK, CALL_METRICS, add, check_add, echo, emit, guarded, na, noop, timed, timed_bulk,
+    timed_starts, wants_any,
+)
 
-FUNCS = {"noop": noop, "add": add}
+FUNCS = {"noop": noop, "add": add, "echo": echo}
 
 
 def worker(conn):
@@ -16,7 +20,7 @@ def worker(conn):
         conn.send(FUNCS[name](*args))
 
 
-def main():
+def start():
     ours, theirs = multiprocessing.Pipe()
     proc = multiprocessing.Process(target=worker, args=(theirs,), daemon=True)
     proc.start()
@@ -26,10 +30,34 @@ def main():
         ours.send((name, args))
         return ours.recv()
 
-    check_add(lambda a, b: call("add", a, b))
-    result = {"noop": timed(call, "noop"), "add": timed(call, "add", 1, 2)}
-    ours.close()
-    proc.join(10)
+    def stop():
+        ours.close()
+        proc.join(10)
+
+    return call, stop
+
+
+def start_and_first_call():
+    begin = time.perf_counter()
+    call, stop = start()
+    call("noop")
+    took = time.perf_counter() - begin
+    stop()
+    return took
+
+
+def main():
+    result = {}
+    if wants_any(CALL_METRICS):
+        call, stop = start()
+        check_add(lambda a, b: call("add", a, b))
+        guarded(result, "noop", timed, call, "noop")
+        guarded(result, "add", timed, call, "add", 1, 2)
+        for metric in BULK:
+            guarded(result, metric, timed_bulk, lambda value: call("echo", value), metric)
+        stop()
+    guarded(result, "startup", timed_starts, start_and_first_call)
+    na(result, "threads", "one Pipe cannot be shared by threads without a lock")
     emit(result)
 
 

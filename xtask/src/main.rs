@@ -10,7 +10,7 @@
 //! cargo xtask build                    build cpy2py for CPython and PyPy into target/venv-*
 //! cargo xtask test [-- PYTEST_ARGS]    fmt, clippy, build, cargo test, pytest (both masters)
 //! cargo xtask example [-- ARGS]        run examples/hello_twins.py: CPython master, PyPy twin
-//! cargo xtask bench                    socketpair floor and a no-op cpy2py call, side by side
+//! cargo xtask bench [--quick] [--only NAME]  floors, cpy2py, peers and wire codec, side by side
 //! cargo xtask fuzz [--seconds N]       cargo fuzz on the frame decoder and the kernel
 //! cargo xtask soak [--seconds N]       mixed load on two twins; RSS and live objects
 //! ```
@@ -43,8 +43,18 @@ tasks:
   test [-- PYTEST_ARGS]    cargo fmt --check, clippy, build, cargo test, then pytest with
                            a CPython master and with a PyPy master
   example [-- ARGS]        build, then run examples/hello_twins.py (CPython master, PyPy twin)
-  bench                    raw socketpair ping-pong (the floor) and a no-op cpy2py call;
-                           report in target/bench/report.md
+  bench [--quick] [--only NAME[,NAME...]]
+                           in one run: the floors (socketpair ping-pong in Rust and in
+                           Python), cpy2py with a CPython and a PyPy twin, the peers
+                           (multiprocessing, execnet, RPyC, Pyro5, cpy2py 0.17.1 from
+                           PyPI) and the wire codec; report in target/bench/report.md,
+                           raw data in report.json, chart in report.svg.
+                           --quick: fewer calls per metric (a few minutes in all).
+                           --only: groups wire, floors, ours, peers (ours and peers
+                           bring the floors along), or metrics noop, add, method,
+                           attribute, bounce10, bytes_1mib, list_100k, dict_10k,
+                           startup, threads, rust_host_noop (ours and peers, with
+                           the floors)
   fuzz [--seconds N] [TARGET...]
                            libFuzzer (cargo fuzz) on each target for N s (default 60):
                            wire_decode, wire_stream, kernel_peer; fails on any crash
@@ -72,10 +82,7 @@ fn main() -> Result<()> {
         }
         Some("test") => test(&root, passthrough(rest)),
         Some("example") => example(&root, passthrough(rest)),
-        Some("bench") => {
-            no_arguments("bench", &rest)?;
-            bench::run(&root)
-        }
+        Some("bench") => bench::run(&root, &rest),
         Some("fuzz") => fuzz::run_task(&root, &rest),
         Some("soak") => soak(&root, &rest),
         Some(bench::ECHO_CHILD) => bench::echo_child(),

@@ -1,0 +1,249 @@
+"""cpy2py's own figures, for a CPython twin and a PyPy twin, in one run.
+
+Run by ``cargo xtask bench`` with the CPython venv's python; the twins are the venv
+pythons named by CPY2PY_TEST_CPYTHON and CPY2PY_TEST_PYPY. Each group of metrics is
+measured in a fresh subprocess of this script, unpinned and pinned to CPU 0 (the twin
+inherits the pinning), with a timeout:
+
+- calls: ``execute(noop)``, ``execute(add, 1, 2)``, a TwinObject method call, an
+  attribute read, a depth-10 callback bounce (master -> twin -> master ... 10 hops,
+  each hop a nested call), and echoes of 1 MiB of bytes, a 100,000-int list and a
+  10,000-entry str -> float dict;
+- startup (unpinned): ``TwinMaster.start()`` until the first ``execute`` returns,
+  beside ``<twin python> -c pass`` and ``-c "import cpy2py"`` (floor rows);
+- threads (unpinned): calls/s of 4 threads calling ``execute(noop)`` at once, and of
+  one thread;
+- rust: the Rust host's no-op (the ``embed_pypy`` example), if it is built.
+
+A group that fails or hangs becomes rows with its error. Prints one JSON object on
+the last line of stdout: ``{"versions": {...}, "rows": [...]}``; the xtask renders it.
+Counts come from the environment (see ``_timing.py``).
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from _timing import (  # noqa: E402
+    BULK, emit, failure, guarded, last_json, run_bounded, threads_suite, timed, timed_bulk,
+    timed_starts, wanted,
+)
+
+from cpy2py import TwinMaster, TwinObject, kernel_state, twinfunction  # noqa: E402
+
+TWIN_ID = "bench"
+TIMEOUT = float(os.environ.get("CPY2PY_BENCH_TIMEOUT", "600"))
+HOPS = 10
+CALL_METRICS = ("noop", "add", "method", "attribute", "bounce10") + BULK
+
+
+def noop():
+    """The call being measured."""
+
+
+def add(a, b):
+    return a + b
+
+
+def echo(value):
+    return value
+
+
+class Bench(TwinObject):
+    """Lives in the twin; its proxy's method call and attribute read are measured."""
+
+    __twin_id__ = TWIN_ID
+
+    def __init__(self):
+        self.x = 1
+
+    def noop(self):
+        pass
+
+
+@twinfunction(TWIN_ID)
+def bounce_twin(hops):
+    """One hop into the twin; the next hop goes back to the master."""
+    if hops > 1:
+        bounce_master(hops - 1)
+
+
+@twinfunction(kernel_state.MASTER_ID)
+def bounce_master(hops):
+    """One hop back into the master (a callback on the waiting thread)."""
+    if hops > 1:
+        bounce_twin(hops - 1)
+
+
+def measure_calls(python):
+    twin = TwinMaster(executable=python, twinterpreter_id=TWIN_ID)
+    twin.start()
+    result = {}
+    try:
+        obj = Bench()
+        guarded(result, "noop", timed, twin.execute, noop)
+        guarded(result, "add", timed, twin.execute, add, 1, 2)
+        guarded(result, "method", timed, obj.noop)
+        guarded(result, "attribute", timed, lambda: obj.x)
+        guarded(result, "bounce10", measure_bounce)
+        for metric in BULK:
+            guarded(result, metric, timed_bulk, lambda value: twin.execute(echo, value), metric)
+    finally:
+        twin.stop()
+    return result
+
+
+def measure_bounce():
+    """Depth-10 bounce from the master; also per hop (each hop is one nested call)."""
+    result = timed(bounce_twin, HOPS)
+    result["hops"] = HOPS
+    result["per_hop_median_us"] = result["median_us"] / HOPS
+    result["per_hop_p99_us"] = result["p99_us"] / HOPS
+    return result
+
+
+def measure_startup(python):
+    """Twin start to first call returned, beside the bare interpreter's starts."""
+    result = {}
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [python, *args], check=True, timeout=120, stdin=subprocess.DEVNULL)
+    guarded(result, "startup_pass", timed_starts, lambda: run("-c", "pass"))
+    guarded(result, "startup_import", timed_starts, lambda: run("-c", "import cpy2py"))
+    counter = [0]
+
+    def start_and_first_call():
+        counter[0] += 1
+        twin = TwinMaster(executable=python, twinterpreter_id="start%d" % counter[0])
+        begin = time.perf_counter()
+        twin.start()
+        twin.execute(noop)
+        elapsed = time.perf_counter() - begin
+        twin.stop()
+        return elapsed
+
+    guarded(result, "startup", timed_starts, start_and_first_call)
+    return result
+
+
+def measure_threads(python):
+    twin = TwinMaster(executable=python, twinterpreter_id=TWIN_ID)
+    twin.start()
+    result = {}
+    try:
+        guarded(result, "threads", threads_suite, lambda: lambda: twin.execute(noop))
+    finally:
+        twin.stop()
+    return result
+
+
+def measure_rust_host(python):
+    """The Rust host example's no-op round trip, if it is built."""
+    example = os.path.join(ROOT, "target", "release", "examples", "embed_pypy")
+    if not os.path.exists(example):
+        return {"rust_host_noop": {"na": "target/release/examples/embed_pypy is not built"}}
+    done = run_bounded([example], TIMEOUT, env=dict(os.environ, CPY2PY_EXAMPLE_PYPY=python))
+    if done.returncode != 0:
+        return {"rust_host_noop": {"error": "embed_pypy: " + failure(done)}}
+    for line in done.stdout.splitlines():
+        if line.startswith("round trip of a no-op call"):
+            median = float(line.split("median ")[1].split(" ")[0])
+            p99 = float(line.split("p99 ")[1].split(" ")[0])
+            calls = int(line.split("over ")[1].split(" ")[0])
+            return {"rust_host_noop": {"median_us": median, "p99_us": p99, "samples": calls}}
+    return {"rust_host_noop": {"error": "embed_pypy printed no round-trip line"}}
+
+
+GROUPS = {
+    "calls": (measure_calls, CALL_METRICS, (False, True)),
+    "startup": (measure_startup, ("startup",), (False,)),
+    "threads": (measure_threads, ("threads",), (False,)),
+    "rust": (measure_rust_host, ("rust_host_noop",), (False, True)),
+}
+
+
+def child_main(group, python, pinned):
+    if pinned:
+        os.sched_setaffinity(0, {0})
+    emit(GROUPS[group][0](python))
+
+
+def run_child(group, python, pinned):
+    """Runs one group in a subprocess; returns its results or {"error": ...}."""
+    try:
+        done = run_bounded(
+            [sys.executable, __file__, "--child", group, python, "1" if pinned else "0"],
+            TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"error": "hung: no result within %.0f s" % TIMEOUT}
+    sys.stderr.write(done.stderr)
+    return last_json(done)
+
+
+def interpreter(python):
+    out = subprocess.run(
+        [python, "-c", "import sys; print(sys.implementation.name, sys.version.split()[0])"],
+        check=True, capture_output=True, text=True, timeout=60,
+    )
+    return out.stdout.strip()
+
+
+def rows_of(result, metrics, twin, pinned):
+    """Flat report rows from one child's results."""
+    rows = []
+    for metric in metrics:
+        if not wanted(metric):
+            continue
+        names = [metric]
+        if metric == "startup":
+            names = ["startup_pass", "startup_import", "startup"]
+        for name in names:
+            row = {"group": "ours", "subject": "cpy2py", "twin": twin, "pinned": pinned,
+                   "metric": name}
+            if name == "rust_host_noop":
+                row.update(subject="cpy2py (Rust host)", metric="noop")
+            elif name in ("startup_pass", "startup_import"):
+                row.update(group="floor", subject="interpreter start")
+            if "error" in result:
+                row["error"] = result["error"]
+            elif name in result:
+                row.update(result[name])
+            else:
+                continue
+            rows.append(row)
+    return rows
+
+
+def main():
+    import importlib.metadata
+
+    twins = [
+        (name, os.environ[var])
+        for name, var in (("CPython", "CPY2PY_TEST_CPYTHON"), ("PyPy", "CPY2PY_TEST_PYPY"))
+        if os.environ.get(var)
+    ]
+    versions = {
+        "master": interpreter(sys.executable),
+        "twins": {name: interpreter(python) for name, python in twins},
+        "cpy2py": importlib.metadata.version("cpy2py"),
+    }
+    rows = []
+    for name, python in twins:
+        for group, (_, metrics, pinnings) in GROUPS.items():
+            if not any(wanted(metric) for metric in metrics):
+                continue
+            for pinned in pinnings:
+                print("measuring: cpy2py %s, %s twin, %s" % (
+                    group, name, "pinned" if pinned else "unpinned"), file=sys.stderr, flush=True)
+                rows.extend(rows_of(run_child(group, python, pinned), metrics, name, pinned))
+    emit({"versions": versions, "rows": rows})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child_main(sys.argv[2], sys.argv[3], sys.argv[4] == "1")
+    else:
+        main()

@@ -1,0 +1,815 @@
+//! Rendering the merged benchmark data: the markdown report, the targets of issue #5
+//! (computed from the rows, never typed in) and an SVG bar chart of the latencies.
+//!
+//! Rows are JSON objects with `group` (`floor`, `ours`, `peer`, `wire`), `subject`,
+//! `twin` (the interpreter on the far side), `pinned`, `metric`, and either figures
+//! (`median_us`, `p99_us`, `mb_s`, `calls_per_s`, ...), an `error` or an `na` reason.
+
+use std::fmt::Write as _;
+
+use super::json::Json;
+
+/// Columns of the call table and of the bulk/startup/threads table.
+const CALL_COLUMNS: [(&str, &str); 5] = [
+    ("noop", "`execute(noop)`"),
+    ("add", "`add(1, 2)`"),
+    ("method", "method call"),
+    ("attribute", "attribute read"),
+    ("bounce10", "callback bounce, per hop"),
+];
+const BULK_COLUMNS: [(&str, &str); 5] = [
+    ("bytes_1mib", "1 MiB bytes echo"),
+    ("list_100k", "100k-int list echo"),
+    ("dict_10k", "10k str→float dict echo"),
+    ("startup", "startup to first call"),
+    ("threads", "4 threads × noop"),
+];
+
+fn rows(data: &Json) -> &[Json] {
+    data.get("rows").map_or(&[], Json::items)
+}
+
+fn is(row: &Json, key: &str, value: &str) -> bool {
+    row.str(key) == Some(value)
+}
+
+fn pinned(row: &Json) -> bool {
+    row.bool("pinned").unwrap_or(false)
+}
+
+fn pinning(pinned: bool) -> &'static str {
+    if pinned { "CPU 0" } else { "none" }
+}
+
+/// The row of `group`/`subject`/`twin`/`metric` at `pinned` that has figures.
+fn find<'a>(
+    rows: &'a [Json],
+    group: &str,
+    subject: &str,
+    twin: &str,
+    metric: &str,
+    pinned_: bool,
+) -> Option<&'a Json> {
+    rows.iter().find(|row| {
+        is(row, "group", group)
+            && is(row, "subject", subject)
+            && is(row, "twin", twin)
+            && is(row, "metric", metric)
+            && pinned(row) == pinned_
+            && row.num("median_us").is_some()
+    })
+}
+
+/// The floor a row is compared with, and the figure the ratio divides: per hop for the
+/// bounce, the median otherwise. `None` for throughput rows and rows without a floor.
+fn floor_of<'a>(rows: &'a [Json], row: &Json) -> Option<(&'a Json, f64)> {
+    let twin = row.str("twin")?;
+    let metric = row.str("metric")?;
+    let pin = pinned(row);
+    match metric {
+        "noop" | "add" | "method" | "attribute" => {
+            let floor = find(rows, "floor", "Python socketpair", twin, "rtt_1B", pin)?;
+            Some((floor, row.num("median_us")?))
+        }
+        "bounce10" => {
+            let floor = find(rows, "floor", "Python socketpair", twin, "rtt_1B", pin)?;
+            Some((floor, row.num("per_hop_median_us")?))
+        }
+        "bytes_1mib" | "list_100k" | "dict_10k" => {
+            let floor = rows.iter().find(|f| {
+                is(f, "subject", "Rust socketpair")
+                    && is(f, "payload", metric)
+                    && pinned(f) == pin
+                    && f.num("median_us").is_some()
+            })?;
+            Some((floor, row.num("median_us")?))
+        }
+        "startup" => {
+            let floor = find(
+                rows,
+                "floor",
+                "interpreter start",
+                twin,
+                "startup_import",
+                false,
+            )?;
+            Some((floor, row.num("median_us")?))
+        }
+        _ => None,
+    }
+}
+
+/// A latency in µs, or in ms when large.
+fn time(us: f64) -> String {
+    if us >= 10_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else if us >= 100.0 {
+        format!("{us:.0} µs")
+    } else {
+        format!("{us:.1} µs")
+    }
+}
+
+/// Footnotes for errors and n/a reasons, numbered in order of first use.
+#[derive(Default)]
+struct Notes(Vec<String>);
+
+impl Notes {
+    fn mark(&mut self, text: &str) -> usize {
+        let text = text.replace('|', "\\|").replace('\n', " ");
+        match self.0.iter().position(|t| *t == text) {
+            Some(i) => i + 1,
+            None => {
+                self.0.push(text);
+                self.0.len()
+            }
+        }
+    }
+}
+
+/// One table cell: median (p99), throughput, and the ratio to its floor.
+fn cell(rows: &[Json], row: Option<&Json>, notes: &mut Notes) -> String {
+    let Some(row) = row else {
+        return "—".into();
+    };
+    if let Some(error) = row.str("error") {
+        return format!("**failed** [{}]", notes.mark(error));
+    }
+    if let Some(reason) = row.str("na") {
+        return format!("n/a [{}]", notes.mark(reason));
+    }
+    if let Some(rate) = row.num("calls_per_s") {
+        let speedup = row.num("speedup").unwrap_or(f64::NAN);
+        return format!("{:.0} calls/s, {speedup:.2}× one thread's", rate);
+    }
+    let (Some(median), Some(p99)) = (row.num("median_us"), row.num("p99_us")) else {
+        return "—".into();
+    };
+    let mut text = if row.str("metric") == Some("bounce10") {
+        let hop = row.num("per_hop_median_us").unwrap_or(f64::NAN);
+        let hop99 = row.num("per_hop_p99_us").unwrap_or(f64::NAN);
+        format!("{} ({})", time(hop), time(hop99))
+    } else {
+        format!("{} ({})", time(median), time(p99))
+    };
+    if let Some(mb_s) = row.num("mb_s") {
+        let _ = write!(text, " {mb_s:.0} MB/s");
+    }
+    if let Some((floor, value)) = floor_of(rows, row) {
+        if let Some(base) = floor.num("median_us") {
+            let _ = write!(text, " **{:.2}×**", value / base);
+        }
+    }
+    text
+}
+
+/// The markdown report.
+pub fn markdown(data: &Json) -> String {
+    let rows = rows(data);
+    let mut out = String::new();
+    let mut notes = Notes::default();
+    let quick = data.bool("quick").unwrap_or(false);
+    let _ = writeln!(out, "# cpy2py benchmarks\n");
+    let _ = writeln!(
+        out,
+        "{} run, {} CPUs, {:.0} s. Cells: median (p99), then the median's ratio to the \
+         floor measured in this run (**bold**): the Python socketpair ping-pong with the \
+         same far-side interpreter and pinning for calls (per hop for the bounce), the \
+         Rust socketpair ping-pong of the same payload size for bulk echoes (MB/s is the \
+         payload size over the median round trip), `<python> -c \"import cpy2py\"` for \
+         startup. Pinning `CPU 0`: both processes on one CPU; `none`: the scheduler's \
+         choice.\n",
+        if quick { "Quick (`--quick`)" } else { "Full" },
+        data.num("cpus").unwrap_or(0.0),
+        data.num("seconds").unwrap_or(0.0)
+    );
+    versions(&mut out, data);
+    for note in data.get("notes").map_or(&[][..], Json::items) {
+        if let Json::Str(note) = note {
+            let _ = writeln!(out, "- {note}");
+        }
+    }
+    if quick {
+        let _ = writeln!(
+            out,
+            "\nQuick mode: fewer calls per metric (see `report.json` for sample counts), \
+             so p99 and the bulk figures are rough.\n"
+        );
+    }
+
+    floors_table(&mut out, rows, &mut notes);
+    side_by_side(&mut out, rows, &mut notes, "Calls", &CALL_COLUMNS);
+    side_by_side(
+        &mut out,
+        rows,
+        &mut notes,
+        "Bulk, startup and threads",
+        &BULK_COLUMNS,
+    );
+    targets_table(&mut out, data.get("targets").map_or(&[][..], Json::items));
+    wire_table(&mut out, rows, &mut notes);
+
+    if !notes.0.is_empty() {
+        let _ = writeln!(out, "\n## Notes\n");
+        for (i, note) in notes.0.iter().enumerate() {
+            let _ = writeln!(out, "{}. {note}", i + 1);
+        }
+    }
+    out
+}
+
+fn versions(out: &mut String, data: &Json) {
+    let Some(Json::Obj(groups)) = data.get("versions") else {
+        return;
+    };
+    let _ = writeln!(out, "Versions:\n");
+    for (name, value) in groups {
+        let text = flatten(value);
+        let _ = writeln!(out, "- {name}: {text}");
+    }
+    out.push('\n');
+}
+
+/// A JSON value as `key value, key value` text.
+fn flatten(value: &Json) -> String {
+    match value {
+        Json::Str(s) => s.clone(),
+        Json::Num(n) => format!("{n}"),
+        Json::Obj(members) => members
+            .iter()
+            .map(|(k, v)| format!("{k} {}", flatten(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.pretty().trim().to_owned(),
+    }
+}
+
+fn floors_table(out: &mut String, rows: &[Json], notes: &mut Notes) {
+    let floors: Vec<&Json> = rows.iter().filter(|r| is(r, "group", "floor")).collect();
+    if floors.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## Floors\n");
+    let _ = writeln!(
+        out,
+        "| floor | far side | pinning | payload | median (p99) | MB/s |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | ---: | ---: | ---: |");
+    for row in floors {
+        let payload = match (row.str("metric"), row.num("payload_bytes")) {
+            (Some("startup_pass"), _) => "`-c pass`".to_owned(),
+            (Some("startup_import"), _) => "`-c \"import cpy2py\"`".to_owned(),
+            (_, Some(bytes)) => format!("{bytes:.0} B"),
+            _ => String::new(),
+        };
+        let figures = match (row.str("error"), row.num("median_us"), row.num("p99_us")) {
+            (Some(error), _, _) => format!("**failed** [{}]", notes.mark(error)),
+            (None, Some(median), Some(p99)) => format!("{} ({})", time(median), time(p99)),
+            _ => "—".into(),
+        };
+        let mb_s = row.num("mb_s").map_or(String::new(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {payload} | {figures} | {mb_s} |",
+            row.str("subject").unwrap_or("?"),
+            row.str("twin").filter(|t| !t.is_empty()).unwrap_or("Rust"),
+            pinning(pinned(row)),
+        );
+    }
+    out.push('\n');
+}
+
+/// One table with a line per subject (ours first, then the peers), far-side interpreter
+/// and pinning, and a column per metric.
+fn side_by_side(
+    out: &mut String,
+    rows: &[Json],
+    notes: &mut Notes,
+    title: &str,
+    columns: &[(&str, &str)],
+) {
+    let relevant = |row: &&Json| {
+        (is(row, "group", "ours") || is(row, "group", "peer"))
+            && columns.iter().any(|(m, _)| is(row, "metric", m))
+    };
+    // Lines in first-seen order.
+    let mut lines: Vec<(String, String, bool)> = Vec::new();
+    for row in rows.iter().filter(relevant) {
+        let key = (
+            row.str("subject").unwrap_or("?").to_owned(),
+            row.str("twin").unwrap_or("").to_owned(),
+            pinned(row),
+        );
+        if !lines.contains(&key) {
+            lines.push(key);
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## {title}\n");
+    let _ = write!(out, "| | far side | pinning |");
+    for (_, header) in columns {
+        let _ = write!(out, " {header} |");
+    }
+    let _ = write!(out, "\n| --- | --- | --- |");
+    for _ in columns {
+        out.push_str(" ---: |");
+    }
+    out.push('\n');
+    for (subject, twin, pin) in lines {
+        let _ = write!(out, "| {subject} | {twin} | {} |", pinning(pin));
+        for (metric, _) in columns {
+            let row = rows.iter().find(|row| {
+                relevant(row)
+                    && is(row, "subject", &subject)
+                    && is(row, "twin", &twin)
+                    && pinned(row) == pin
+                    && is(row, "metric", metric)
+            });
+            let _ = write!(out, " {} |", cell(rows, row, notes));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+}
+
+fn wire_table(out: &mut String, rows: &[Json], notes: &mut Notes) {
+    let wire: Vec<&Json> = rows.iter().filter(|r| is(r, "group", "wire")).collect();
+    if wire.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Wire (`cargo bench -p cpy2py-wire --bench wire`)\n\n\
+         | operation | frame bytes | median ns/op | MB/s |\n| --- | ---: | ---: | ---: |"
+    );
+    for row in wire {
+        if let Some(error) = row.str("error") {
+            let _ = writeln!(out, "| **failed** [{}] | | | |", notes.mark(error));
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {} |",
+            row.str("metric").unwrap_or("?"),
+            row.num("bytes").unwrap_or(f64::NAN),
+            row.num("median_ns").unwrap_or(f64::NAN),
+            row.num("mb_s").map_or(String::new(), |v| format!("{v:.0}"))
+        );
+    }
+    out.push('\n');
+}
+
+fn targets_table(out: &mut String, targets: &[Json]) {
+    if targets.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Targets (issue #5), computed from this run\n\n\
+         | target | twin | pinning | measured | ratio | limit | |\n\
+         | --- | --- | --- | --- | ---: | --- | --- |"
+    );
+    for target in targets {
+        let verdict = match target.bool("met") {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "not measured",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {verdict} |",
+            target.str("target").unwrap_or("?"),
+            target.str("twin").unwrap_or(""),
+            target.str("pinning").unwrap_or(""),
+            target.str("measured").unwrap_or(""),
+            target
+                .num("ratio")
+                .map_or("—".to_owned(), |r| format!("{r:.2}×")),
+            target.str("limit").unwrap_or(""),
+        );
+    }
+    out.push('\n');
+}
+
+/// How a target compares its ratio with its limit.
+#[derive(Clone, Copy)]
+enum Bound {
+    AtMost(f64),
+    AtLeast(f64),
+    Below(f64),
+}
+
+impl Bound {
+    fn met(self, ratio: f64) -> bool {
+        match self {
+            Bound::AtMost(limit) => ratio <= limit,
+            Bound::AtLeast(limit) => ratio >= limit,
+            Bound::Below(limit) => ratio < limit,
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            Bound::AtMost(limit) => format!("≤ {limit}×"),
+            Bound::AtLeast(limit) => format!("≥ {limit}×"),
+            Bound::Below(limit) => format!("< {limit}×"),
+        }
+    }
+}
+
+fn target_row(
+    target: &str,
+    twin: &str,
+    pinned: bool,
+    bound: Bound,
+    found: Option<(f64, String)>,
+) -> Json {
+    let mut row = Json::Obj(Vec::new());
+    row.set("target", target.into());
+    row.set("twin", twin.into());
+    row.set("pinning", pinning(pinned).into());
+    row.set("limit", bound.text().into());
+    match found {
+        Some((ratio, measured)) if ratio.is_finite() => {
+            row.set("ratio", ratio.into());
+            row.set("measured", measured.into());
+            row.set("met", bound.met(ratio).into());
+        }
+        _ => {
+            row.set("measured", "not measured".into());
+            row.set("met", Json::Null);
+        }
+    }
+    row
+}
+
+/// The best (highest MB/s or lowest median) peer row for `metric` with far side `twin`,
+/// unpinned.
+fn best_peer<'a>(rows: &'a [Json], twin: &str, metric: &str) -> Option<&'a Json> {
+    rows.iter()
+        .filter(|r| {
+            is(r, "group", "peer")
+                && is(r, "twin", twin)
+                && is(r, "metric", metric)
+                && !pinned(r)
+                && r.num("median_us").is_some()
+        })
+        .min_by(|a, b| {
+            let (a, b) = (a.num("median_us"), b.num("median_us"));
+            a.unwrap_or(f64::INFINITY)
+                .total_cmp(&b.unwrap_or(f64::INFINITY))
+        })
+}
+
+/// The targets of issue #5, each with its measured ratio and whether it is met, for
+/// every twin interpreter that has rows.
+pub fn targets(rows: &[Json]) -> Vec<Json> {
+    let mut twins: Vec<&str> = Vec::new();
+    for row in rows.iter().filter(|r| is(r, "group", "ours")) {
+        if let Some(twin) = row.str("twin") {
+            if !twins.contains(&twin) {
+                twins.push(twin);
+            }
+        }
+    }
+    let ours =
+        |twin: &str, metric: &str, pin: bool| find(rows, "ours", "cpy2py", twin, metric, pin);
+    let vs_floor = |twin: &str, metric: &str, pin: bool| -> Option<(f64, String)> {
+        let row = ours(twin, metric, pin)?;
+        let (floor, value) = floor_of(rows, row)?;
+        let base = floor.num("median_us")?;
+        Some((
+            value / base,
+            format!("{} vs floor {}", time(value), time(base)),
+        ))
+    };
+    let mut out = Vec::new();
+    for twin in twins {
+        for (pin, limit) in [(true, 1.2), (false, 2.0)] {
+            out.push(target_row(
+                "`execute(noop)` median vs Python floor",
+                twin,
+                pin,
+                Bound::AtMost(limit),
+                vs_floor(twin, "noop", pin),
+            ));
+        }
+        for (metric, name) in [
+            ("method", "method call vs floor"),
+            ("attribute", "attribute read vs floor"),
+            ("bounce10", "callback bounce per hop vs floor"),
+        ] {
+            for pin in [true, false] {
+                out.push(target_row(
+                    name,
+                    twin,
+                    pin,
+                    Bound::AtMost(1.5),
+                    vs_floor(twin, metric, pin),
+                ));
+            }
+        }
+        let bytes = ours(twin, "bytes_1mib", false).and_then(|row| {
+            let peer = best_peer(rows, twin, "bytes_1mib")?;
+            let (mine, theirs) = (row.num("mb_s")?, peer.num("mb_s")?);
+            Some((
+                mine / theirs,
+                format!(
+                    "{mine:.0} MB/s vs {theirs:.0} MB/s ({})",
+                    peer.str("subject").unwrap_or("?")
+                ),
+            ))
+        });
+        out.push(target_row(
+            "1 MiB bytes echo MB/s vs best peer's",
+            twin,
+            false,
+            Bound::AtLeast(2.0),
+            bytes,
+        ));
+        for (metric, name) in [
+            ("list_100k", "100k-int list echo time vs best peer's"),
+            ("dict_10k", "10k dict echo time vs best peer's"),
+        ] {
+            let found = ours(twin, metric, false).and_then(|row| {
+                let peer = best_peer(rows, twin, metric)?;
+                let (mine, theirs) = (row.num("median_us")?, peer.num("median_us")?);
+                Some((
+                    mine / theirs,
+                    format!(
+                        "{} vs {} ({})",
+                        time(mine),
+                        time(theirs),
+                        peer.str("subject").unwrap_or("?")
+                    ),
+                ))
+            });
+            out.push(target_row(name, twin, false, Bound::Below(1.0), found));
+        }
+        out.push(target_row(
+            "startup to first call vs `-c \"import cpy2py\"`",
+            twin,
+            false,
+            Bound::AtMost(1.5),
+            vs_floor(twin, "startup", false),
+        ));
+        let threads = rows
+            .iter()
+            .find(|r| is(r, "group", "ours") && is(r, "twin", twin) && is(r, "metric", "threads"))
+            .and_then(|row| {
+                let (many, one) = (row.num("calls_per_s")?, row.num("one_thread_calls_per_s")?);
+                Some((many / one, format!("{many:.0} vs {one:.0} calls/s")))
+            });
+        out.push(target_row(
+            "4 threads × noop, calls/s vs one thread's",
+            twin,
+            false,
+            Bound::AtLeast(1.5),
+            threads,
+        ));
+        for pin in [true, false] {
+            let p99 = ours(twin, "noop", pin).and_then(|row| {
+                let (median, p99) = (row.num("median_us")?, row.num("p99_us")?);
+                Some((
+                    p99 / median,
+                    format!("p99 {} vs median {}", time(p99), time(median)),
+                ))
+            });
+            out.push(target_row(
+                "p99 of noop vs its median",
+                twin,
+                pin,
+                Bound::AtMost(3.0),
+                p99,
+            ));
+        }
+    }
+    out
+}
+
+/// Escapes text for SVG.
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A horizontal bar chart of every latency row (floors, ours, peers): the median as a
+/// bar and the p99 as a tick, on a log scale.
+pub fn svg(data: &Json) -> String {
+    let bars: Vec<(String, &str, f64, f64)> = rows(data)
+        .iter()
+        .filter(|row| !is(row, "group", "wire"))
+        .filter_map(|row| {
+            let median = row.num("median_us")?;
+            let p99 = row.num("p99_us").unwrap_or(median);
+            let twin = row.str("twin").filter(|t| !t.is_empty()).unwrap_or("Rust");
+            let label = format!(
+                "{} · {} · {} · {}",
+                row.str("subject").unwrap_or("?").replace('`', ""),
+                twin,
+                if pinned(row) { "CPU 0" } else { "unpinned" },
+                row.str("metric").unwrap_or("?")
+            );
+            Some((label, row.str("group").unwrap_or("?"), median, p99))
+        })
+        .filter(|(_, _, median, p99)| *median > 0.0 && p99.is_finite())
+        .collect();
+    let (label_w, chart_w, bar_h, top) = (520.0, 640.0, 16.0, 40.0);
+    let height = top + bar_h * bars.len() as f64 + 40.0;
+    let width = label_w + chart_w + 20.0;
+    let max = bars
+        .iter()
+        .map(|(_, _, _, p99)| *p99)
+        .fold(10.0_f64, f64::max);
+    // Decades from 1 µs to the largest p99.
+    let decades = max.log10().ceil().max(1.0);
+    let x = |us: f64| label_w + chart_w * (us.max(1.0).log10() / decades);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
+         font-family=\"sans-serif\" font-size=\"11\">"
+    );
+    let _ = writeln!(
+        out,
+        "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\">cpy2py benchmarks: median (bar) and p99 \
+         (tick), µs, log scale</text>"
+    );
+    for decade in 0..=decades as i32 {
+        let us = 10f64.powi(decade);
+        let gx = x(us);
+        let _ = writeln!(
+            out,
+            "<line x1=\"{gx:.1}\" y1=\"{top}\" x2=\"{gx:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{gx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            height - 30.0,
+            height - 16.0,
+            xml(&time(us))
+        );
+    }
+    for (i, (label, group, median, p99)) in bars.iter().enumerate() {
+        let y = top + bar_h * i as f64;
+        let color = match *group {
+            "floor" => "#999999",
+            "ours" => "#2b7bb9",
+            _ => "#e08a2c",
+        };
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
+             <rect x=\"{label_w}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"/>\
+             <line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"black\"/>",
+            label_w - 6.0,
+            y + bar_h * 0.75,
+            xml(label),
+            y + 2.0,
+            (x(*median) - label_w).max(1.0),
+            bar_h - 4.0,
+            x(*p99),
+            y + 1.0,
+            x(*p99),
+            y + bar_h - 1.0,
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(members: &[(&str, Json)]) -> Json {
+        Json::Obj(
+            members
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    }
+
+    fn latency(
+        group: &str,
+        subject: &str,
+        twin: &str,
+        metric: &str,
+        pin: bool,
+        median: f64,
+    ) -> Json {
+        row(&[
+            ("group", group.into()),
+            ("subject", subject.into()),
+            ("twin", twin.into()),
+            ("metric", metric.into()),
+            ("pinned", pin.into()),
+            ("median_us", median.into()),
+            ("p99_us", (median * 2.0).into()),
+        ])
+    }
+
+    fn sample() -> Vec<Json> {
+        let mut rows = vec![
+            latency("floor", "Python socketpair", "PyPy", "rtt_1B", true, 10.0),
+            latency("floor", "Python socketpair", "PyPy", "rtt_1B", false, 20.0),
+            latency("ours", "cpy2py", "PyPy", "noop", true, 11.0),
+            latency("ours", "cpy2py", "PyPy", "noop", false, 50.0),
+            latency("peer", "fast peer", "PyPy", "list_100k", false, 5_000.0),
+            latency("peer", "slow peer", "PyPy", "list_100k", false, 9_000.0),
+            latency("ours", "cpy2py", "PyPy", "list_100k", false, 4_000.0),
+        ];
+        rows.push(row(&[
+            ("group", "ours".into()),
+            ("subject", "cpy2py".into()),
+            ("twin", "PyPy".into()),
+            ("metric", "threads".into()),
+            ("pinned", false.into()),
+            ("calls_per_s", 100.0.into()),
+            ("one_thread_calls_per_s", 100.0.into()),
+        ]));
+        rows.push(row(&[
+            ("group", "peer".into()),
+            ("subject", "broken <peer> & co".into()),
+            ("twin", "PyPy".into()),
+            ("metric", "noop".into()),
+            ("pinned", false.into()),
+            ("error", "exit 1: it | broke".into()),
+        ]));
+        rows
+    }
+
+    fn verdict<'a>(targets: &'a [Json], target: &str, pin: &str) -> &'a Json {
+        targets
+            .iter()
+            .find(|t| {
+                t.str("target").is_some_and(|n| n.starts_with(target))
+                    && t.str("pinning") == Some(pin)
+            })
+            .unwrap_or_else(|| panic!("no target {target} {pin}"))
+    }
+
+    #[test]
+    fn targets_are_computed_from_the_rows() {
+        let targets = targets(&sample());
+        let noop_pinned = verdict(&targets, "`execute(noop)`", "CPU 0");
+        assert_eq!(noop_pinned.num("ratio"), Some(1.1));
+        assert_eq!(noop_pinned.bool("met"), Some(true));
+        let noop_free = verdict(&targets, "`execute(noop)`", "none");
+        assert_eq!(noop_free.num("ratio"), Some(2.5));
+        assert_eq!(noop_free.bool("met"), Some(false));
+        let list = verdict(&targets, "100k-int list", "none");
+        assert_eq!(list.num("ratio"), Some(0.8)); // against the fast peer
+        assert_eq!(list.bool("met"), Some(true));
+        let threads = verdict(&targets, "4 threads", "none");
+        assert_eq!(threads.bool("met"), Some(false));
+        // No rows, no verdict.
+        let startup = verdict(&targets, "startup", "none");
+        assert_eq!(startup.get("met"), Some(&Json::Null));
+    }
+
+    fn data() -> Json {
+        let rows = sample();
+        let targets = targets(&rows);
+        row(&[
+            ("quick", true.into()),
+            ("rows", Json::Arr(rows)),
+            ("targets", Json::Arr(targets)),
+        ])
+    }
+
+    #[test]
+    fn markdown_has_ratios_failures_and_targets() {
+        let text = markdown(&data());
+        assert!(text.contains("**1.10×**"), "{text}");
+        assert!(text.contains("**failed** [1]"), "{text}");
+        assert!(text.contains("1. exit 1: it \\| broke"), "{text}");
+        assert!(text.contains("## Targets"), "{text}");
+        assert!(text.contains("**missed**"), "{text}");
+    }
+
+    #[test]
+    fn svg_is_well_formed() {
+        let text = svg(&data());
+        assert!(text.starts_with("<svg ") && text.ends_with("</svg>\n"));
+        // One bar per latency row with figures; the error and throughput rows have none.
+        assert_eq!(text.matches("<rect x=").count(), 7);
+        // Balanced tags: every element opened is closed or self-closing.
+        let opened = text.matches("<text").count();
+        assert_eq!(opened, text.matches("</text>").count());
+        assert!(!text.contains("<peer>") && !text.contains(" & "));
+        let mut depth = 0i32;
+        for piece in text.split('<').skip(1) {
+            if piece.starts_with('/') {
+                depth -= 1;
+            } else if !piece.split('>').next().unwrap_or("").ends_with('/') {
+                depth += 1;
+            }
+            assert!(depth >= 0);
+        }
+        assert_eq!(depth, 0);
+    }
+}
