@@ -6,7 +6,7 @@ the p99 in microseconds. The counts come from the environment, set by
 
 - CPY2PY_BENCH_CALLS: measured calls of each small-call metric (default 20000);
 - CPY2PY_BENCH_BULK_CALLS: measured echoes of each bulk payload (default 200), fewer
-  if they take longer than CPY2PY_BENCH_BULK_SECONDS (default 10);
+  if they take longer than CPY2PY_BENCH_BULK_SECONDS (default 5);
 - CPY2PY_BENCH_STARTUPS: measured process or twin starts (default 10);
 - CPY2PY_BENCH_THREAD_CALLS: calls per thread in the throughput runs (default 5000);
 - CPY2PY_BENCH_METRIC_TIMEOUT: seconds after which a metric counts as hung (default 120).
@@ -31,7 +31,7 @@ STARTUPS = int(os.environ.get("CPY2PY_BENCH_STARTUPS", "10"))
 THREAD_CALLS = int(os.environ.get("CPY2PY_BENCH_THREAD_CALLS", "5000"))
 THREADS = 4
 #: Bulk echoes stop early once they have taken this long (at least 3 are measured).
-BULK_SECONDS = float(os.environ.get("CPY2PY_BENCH_BULK_SECONDS", "10"))
+BULK_SECONDS = float(os.environ.get("CPY2PY_BENCH_BULK_SECONDS", "5"))
 #: A metric still running after this long is reported as hung.
 METRIC_TIMEOUT = int(os.environ.get("CPY2PY_BENCH_METRIC_TIMEOUT", "120"))
 
@@ -170,7 +170,7 @@ def timed_starts(start_and_stop):
     for _ in range(STARTUPS):
         start = time.perf_counter()
         took = start_and_stop()
-        samples.append(time.perf_counter() - start if took is None else took)
+        samples.append(took if isinstance(took, float) else time.perf_counter() - start)
     return stats(samples)
 
 

@@ -143,7 +143,7 @@ impl Options {
             // (variable, full, quick)
             ("CPY2PY_BENCH_CALLS", "20000", "2000"),
             ("CPY2PY_BENCH_BULK_CALLS", "200", "20"),
-            ("CPY2PY_BENCH_BULK_SECONDS", "10", "1"),
+            ("CPY2PY_BENCH_BULK_SECONDS", "5", "1"),
             ("CPY2PY_BENCH_STARTUPS", "10", "3"),
             ("CPY2PY_BENCH_THREAD_CALLS", "5000", "1000"),
             ("CPY2PY_BENCH_METRIC_TIMEOUT", "180", "60"),

@@ -259,7 +259,10 @@ fn floors_table(out: &mut String, rows: &[Json], notes: &mut Notes) {
         let payload = match (row.str("metric"), row.num("payload_bytes")) {
             (Some("startup_pass"), _) => "`-c pass`".to_owned(),
             (Some("startup_import"), _) => "`-c \"import cpy2py\"`".to_owned(),
-            (_, Some(bytes)) => format!("{bytes:.0} B"),
+            (_, Some(bytes)) => match row.str("payload").filter(|p| *p != "noop") {
+                Some(payload) => format!("{bytes:.0} B ({payload})"),
+                None => format!("{bytes:.0} B"),
+            },
             _ => String::new(),
         };
         let figures = match (row.str("error"), row.num("median_us"), row.num("p99_us")) {
