@@ -288,11 +288,9 @@ pub(crate) fn to_python(
                 .collect::<PyResult<Vec<_>>>()?;
             PyFrozenSet::new(py, items)?.into_any().unbind()
         }
-        Value::Global { module, qualname } => runtime(py)?
-            .resolve
-            .bind(py)
-            .call1((module, qualname))?
-            .unbind(),
+        Value::Global { module, qualname } => {
+            crate::runtime::resolve_cached(py, module, qualname)?.unbind()
+        }
         Value::Pickle { data, refs } => {
             let loads = runtime(py)?.loads.bind(py);
             let data = PyBytes::new(py, &data);

@@ -13,7 +13,7 @@ mod objects;
 mod runtime;
 
 use crate::convert::{Encoder, to_python};
-use crate::runtime::runtime;
+use crate::runtime::{attr_name, resolve_cached, runtime};
 use cpy2py_kernel::{
     CallError, Handler, Kernel, KernelConfig, LocalInfo, PendingCall, RequestContext, TwinSpec,
 };
@@ -71,44 +71,11 @@ fn ensure_threads(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
-/// Globals resolved so far, by module and qualified name: saves a Python call
-/// per request (`_runtime.resolve` caches the same way, so nothing changes).
-static RESOLVED: std::sync::Mutex<Option<Resolved>> = std::sync::Mutex::new(None);
-
-/// `(module, qualname)` → the object it names.
-type Resolved = std::collections::HashMap<(String, String), Py<PyAny>>;
-
-fn resolve_cached<'py>(
-    py: Python<'py>,
-    module: String,
-    qualname: String,
-) -> PyResult<Bound<'py, PyAny>> {
-    let key = (module, qualname);
-    if let Some(found) = RESOLVED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .and_then(|m| m.get(&key))
-    {
-        return Ok(found.bind(py).clone());
-    }
-    let found = runtime(py)?
-        .resolve
-        .bind(py)
-        .call1((key.0.as_str(), key.1.as_str()))?;
-    RESOLVED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_or_insert_with(Default::default)
-        .insert(key, found.clone().unbind());
-    Ok(found)
-}
-
 /// Serves requests from other interpreters by calling Python.
 struct PyHandler;
 
 impl PyHandler {
-    fn run(py: Python<'_>, ctx: &RequestContext<'_>, op: Op) -> PyResult<Value> {
+    fn run<'py>(py: Python<'py>, ctx: &RequestContext<'_>, op: Op) -> PyResult<Value> {
         let twin = || ctx.kernel.peer_name(ctx.src);
         let args_of = |args: Vec<Value>| -> PyResult<Bound<'_, PyTuple>> {
             let items = args
@@ -127,20 +94,25 @@ impl PyHandler {
             }
             Ok(Some(dict))
         };
+        // Without arguments there is no tuple to build (on PyPy every tuple made
+        // here is a cpyext object, freed only lazily).
+        let call = |func: &Bound<'py, PyAny>,
+                    args: Vec<Value>,
+                    kwargs: Vec<(String, Value)>|
+         -> PyResult<Bound<'py, PyAny>> {
+            if args.is_empty() && kwargs.is_empty() {
+                func.call0()
+            } else {
+                func.call(args_of(args)?, kwargs_of(kwargs)?.as_ref())
+            }
+        };
         let result = match op {
             Op::CallGlobal {
                 module,
                 qualname,
                 args,
                 kwargs,
-            } => {
-                let func = resolve_cached(py, module, qualname)?;
-                if args.is_empty() && kwargs.is_empty() {
-                    func.call0()?
-                } else {
-                    func.call(args_of(args)?, kwargs_of(kwargs)?.as_ref())?
-                }
-            }
+            } => call(&resolve_cached(py, module, qualname)?, args, kwargs)?,
             Op::CallValue {
                 callable,
                 args,
@@ -150,24 +122,27 @@ impl PyHandler {
                 class: callable,
                 args,
                 kwargs,
-            } => {
-                let func = to_python(py, callable, &twin)?.into_bound(py);
-                func.call(args_of(args)?, kwargs_of(kwargs)?.as_ref())?
-            }
-            Op::GetAttr { target, name } => {
-                to_python(py, target, &twin)?.into_bound(py).getattr(name)?
-            }
+            } => call(
+                &to_python(py, callable, &twin)?.into_bound(py),
+                args,
+                kwargs,
+            )?,
+            Op::GetAttr { target, name } => to_python(py, target, &twin)?
+                .into_bound(py)
+                .getattr(attr_name(py, name))?,
             Op::SetAttr {
                 target,
                 name,
                 value,
             } => {
                 let target = to_python(py, target, &twin)?.into_bound(py);
-                target.setattr(name, to_python(py, value, &twin)?)?;
+                target.setattr(attr_name(py, name), to_python(py, value, &twin)?)?;
                 py.None().into_bound(py)
             }
             Op::DelAttr { target, name } => {
-                to_python(py, target, &twin)?.into_bound(py).delattr(name)?;
+                to_python(py, target, &twin)?
+                    .into_bound(py)
+                    .delattr(attr_name(py, name))?;
                 py.None().into_bound(py)
             }
             Op::CallMethod {
@@ -177,8 +152,7 @@ impl PyHandler {
                 kwargs,
             } => {
                 let target = objects::from_ref(py, ctx.kernel, target)?.into_bound(py);
-                let method = target.getattr(name)?;
-                method.call(args_of(args)?, kwargs_of(kwargs)?.as_ref())?
+                call(&target.getattr(attr_name(py, name))?, args, kwargs)?
             }
         };
         let encoder = Encoder::new(ctx.kernel, ctx.src);

@@ -112,13 +112,9 @@ pub(crate) fn to_ref(
     retains: &mut Retains,
 ) -> PyResult<ObjectRef> {
     let py = obj.py();
-    let rt = runtime(py)?;
-    // Without TwinObject support every object sent by reference is native.
-    let proxy = match &rt.proxy_ref {
-        Some(proxy_ref) => proxy_ref.bind(py).call1((obj,))?,
-        None => py.None().into_bound(py),
-    };
-    if !proxy.is_none() {
+    let info = crate::runtime::type_info(obj)?;
+    if info.proxy {
+        let proxy = obj.getattr(pyo3::intern!(py, "_cpy2py_ref"))?;
         let (owner, id): (u32, u64) = proxy.extract()?;
         let (owner, id) = (PeerId(owner), ObjectId(id));
         let t = tables();
@@ -138,8 +134,7 @@ pub(crate) fn to_ref(
         let class = locked(&t.classes).get(&(owner, id)).cloned();
         return Ok(ObjectRef { owner, id, class });
     }
-    let class = rt.global_name.bind(py).call1((obj.get_type(),))?;
-    let class: Option<(String, String)> = class.extract()?;
+    let class = info.class.clone();
     let key = obj.as_ptr() as usize;
     let id = locked(&tables().exports).export(key, || obj.clone().unbind(), dst);
     Ok(ObjectRef {

@@ -2,7 +2,10 @@
 //! the Rust glue defers to: naming globals, pickling, describing exceptions.
 
 use pyo3::prelude::*;
-use std::sync::OnceLock;
+use pyo3::types::{PyString, PyType};
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// The `cpy2py._runtime` functions, imported once.
 pub(crate) struct Runtime {
@@ -59,4 +62,113 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
     // A concurrent first use may have won the race; either copy is the same.
     let _ = RUNTIME.set(rt);
     Ok(RUNTIME.get().expect("set just above"))
+}
+
+/// A map from keys to Python objects that saves a Python call (and on PyPy the
+/// C-level objects its arguments need, which cpyext frees only lazily) per
+/// lookup. Cleared when full, so that programs that make names or classes on
+/// the fly keep a bounded number alive.
+struct Cache<K, V> {
+    map: Mutex<Option<HashMap<K, V>>>,
+}
+
+/// Entries a [`Cache`] holds before it starts over.
+const CACHE_LIMIT: usize = 4096;
+
+impl<K: Eq + Hash, V> Cache<K, V> {
+    const fn new() -> Self {
+        Cache {
+            map: Mutex::new(None),
+        }
+    }
+
+    fn get<R>(&self, key: &K, read: impl FnOnce(&V) -> R) -> Option<R> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.as_ref().and_then(|m| m.get(key)).map(read)
+    }
+
+    fn insert(&self, key: K, value: V) {
+        let full = {
+            let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+            let map = map.get_or_insert_with(HashMap::new);
+            let full = (map.len() >= CACHE_LIMIT).then(|| std::mem::take(map));
+            map.insert(key, value);
+            full
+        };
+        // Dropped unlocked: dropping a Python object may run code that uses
+        // this very cache.
+        drop(full);
+    }
+}
+
+/// Globals resolved so far, by module and qualified name (`_runtime.resolve`
+/// caches the same way, so nothing changes but the cost).
+static RESOLVED: Cache<(String, String), Py<PyAny>> = Cache::new();
+
+/// The object `qualname` names in `module` (see `_runtime.resolve`).
+pub(crate) fn resolve_cached(
+    py: Python<'_>,
+    module: String,
+    qualname: String,
+) -> PyResult<Bound<'_, PyAny>> {
+    let key = (module, qualname);
+    if let Some(found) = RESOLVED.get(&key, |f| f.clone_ref(py)) {
+        return Ok(found.into_bound(py));
+    }
+    let found = runtime(py)?
+        .resolve
+        .bind(py)
+        .call1((key.0.as_str(), key.1.as_str()))?;
+    RESOLVED.insert(key, found.clone().unbind());
+    Ok(found)
+}
+
+/// Attribute and method names as Python strings, made once each.
+static NAMES: Cache<String, Py<PyString>> = Cache::new();
+
+/// `name` as a Python string.
+pub(crate) fn attr_name(py: Python<'_>, name: String) -> Bound<'_, PyString> {
+    if let Some(found) = NAMES.get(&name, |n| n.clone_ref(py)) {
+        return found.into_bound(py);
+    }
+    let made = PyString::intern(py, &name);
+    NAMES.insert(name, made.clone().unbind());
+    made
+}
+
+/// What sending an instance of a type by reference needs to know about it.
+pub(crate) struct TypeInfo {
+    /// Whether the type is a proxy class (`_runtime.proxy_ref` answers for it).
+    pub proxy: bool,
+    /// `_runtime.global_name` of the type, for native ones.
+    pub class: Option<(String, String)>,
+}
+
+/// [`TypeInfo`] by type address; the entry keeps the type alive, so that the
+/// address cannot be reused by another type while cached.
+static TYPES: Cache<usize, (Py<PyType>, std::sync::Arc<TypeInfo>)> = Cache::new();
+
+/// The [`TypeInfo`] of `obj`'s type. A class is a proxy class from its creation
+/// on (the metaclass registers it before any instance exists), so the answer
+/// for its first instance holds for all.
+pub(crate) fn type_info(obj: &Bound<'_, PyAny>) -> PyResult<std::sync::Arc<TypeInfo>> {
+    let py = obj.py();
+    let ty = obj.get_type();
+    let key = ty.as_ptr() as usize;
+    if let Some(found) = TYPES.get(&key, |(_, info)| info.clone()) {
+        return Ok(found);
+    }
+    let rt = runtime(py)?;
+    let proxy = match &rt.proxy_ref {
+        Some(proxy_ref) => !proxy_ref.bind(py).call1((obj,))?.is_none(),
+        None => false,
+    };
+    let class = if proxy {
+        None
+    } else {
+        rt.global_name.bind(py).call1((&ty,))?.extract()?
+    };
+    let info = std::sync::Arc::new(TypeInfo { proxy, class });
+    TYPES.insert(key, (ty.unbind(), info.clone()));
+    Ok(info)
 }
