@@ -323,25 +323,23 @@ fn call(
     timeout: Option<f64>,
 ) -> PyResult<Py<PyAny>> {
     let kernel = kernel(py)?;
-    let name = runtime(py)?.global_name.bind(py).call1((func,))?;
+    let name = crate::runtime::global_name(func)?;
     let what = || describe_callable(func);
     request(py, kernel, PeerId(peer), timeout, &what, |encoder| {
         let args = encoder.values(args.iter())?;
         let kwargs = encoder.kwargs(kwargs)?;
-        Ok(if name.is_none() {
-            Op::CallValue {
+        Ok(match name {
+            None => Op::CallValue {
                 callable: encoder.value(func)?,
                 args,
                 kwargs,
-            }
-        } else {
-            let (module, qualname): (String, String) = name.extract()?;
-            Op::CallGlobal {
+            },
+            Some((module, qualname)) => Op::CallGlobal {
                 module,
                 qualname,
                 args,
                 kwargs,
-            }
+            },
         })
     })
 }
@@ -381,7 +379,7 @@ fn instantiate(
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Py<PyAny>> {
     let kernel = kernel(py)?;
-    let name = runtime(py)?.global_name.bind(py).call1((cls,))?;
+    let name = crate::runtime::global_name(cls)?;
     let what = || {
         format!(
             "creation of a {}",
@@ -389,11 +387,9 @@ fn instantiate(
         )
     };
     request(py, kernel, PeerId(peer), None, &what, |encoder| {
-        let class = if name.is_none() {
-            encoder.value(cls)?
-        } else {
-            let (module, qualname): (String, String) = name.extract()?;
-            Value::Global { module, qualname }
+        let class = match name {
+            None => encoder.value(cls)?,
+            Some((module, qualname)) => Value::Global { module, qualname },
         };
         Ok(Op::Instantiate {
             class,

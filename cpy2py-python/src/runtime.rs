@@ -123,6 +123,26 @@ pub(crate) fn resolve_cached(
     Ok(found)
 }
 
+/// Names found by `_runtime.global_name`, by object address; the entry keeps
+/// the object alive, so that the address cannot be reused while cached.
+static GLOBAL_NAMES: Cache<usize, (Py<PyAny>, (String, String))> = Cache::new();
+
+/// `_runtime.global_name(obj)`: where `obj` can be found by reference. Only
+/// found names are cached, as `_runtime` does: an object may become findable.
+pub(crate) fn global_name(obj: &Bound<'_, PyAny>) -> PyResult<Option<(String, String)>> {
+    let key = obj.as_ptr() as usize;
+    if let Some(found) = GLOBAL_NAMES.get(&key, |(_, name)| name.clone()) {
+        return Ok(Some(found));
+    }
+    let py = obj.py();
+    let name: Option<(String, String)> =
+        runtime(py)?.global_name.bind(py).call1((obj,))?.extract()?;
+    if let Some(name) = &name {
+        GLOBAL_NAMES.insert(key, (obj.clone().unbind(), name.clone()));
+    }
+    Ok(name)
+}
+
 /// Attribute and method names as Python strings, made once each.
 static NAMES: Cache<String, Py<PyString>> = Cache::new();
 
@@ -166,7 +186,7 @@ pub(crate) fn type_info(obj: &Bound<'_, PyAny>) -> PyResult<std::sync::Arc<TypeI
     let class = if proxy {
         None
     } else {
-        rt.global_name.bind(py).call1((&ty,))?.extract()?
+        global_name(ty.as_any())?
     };
     let info = std::sync::Arc::new(TypeInfo { proxy, class });
     TYPES.insert(key, (ty.unbind(), info.clone()));
