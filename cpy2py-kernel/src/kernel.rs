@@ -34,7 +34,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,12 @@ const GONE_REMEMBERED: usize = 1024;
 /// Frames up to this size fit in a socket buffer: writing one never blocks
 /// for long, so a thread may write it while holding a reader role.
 const SMALL_FRAME: usize = 64 * 1024;
+
+/// How long a request may run on a twin's serving thread before the pool
+/// starts serving the requests behind it (see [`Kernel::serve`]). Until then
+/// they wait for the serving thread, which runs them without waking another
+/// thread or contending for the interpreter's lock.
+const SERVE_GRACE: Duration = Duration::from_millis(1);
 
 /// Tunables of a kernel.
 #[derive(Clone, Debug)]
@@ -95,6 +101,34 @@ pub enum Role {
     Twin,
 }
 
+/// What the pool's leader watches of a twin's serving thread.
+struct ServeState {
+    /// Requests the serving thread has started so far.
+    started: AtomicU64,
+    /// Whether it runs one now.
+    busy: AtomicBool,
+    /// `started` when the leader last looked.
+    seen: AtomicU64,
+    /// Whether the leader polls without a deadline, so that the serving thread
+    /// must wake it when it starts a request.
+    leader_parked: AtomicBool,
+    /// Requests read along with the running one, next in line on the serving
+    /// thread (or the pool's, once the running one takes too long).
+    backlog: Mutex<VecDeque<Inbound>>,
+}
+
+impl Default for ServeState {
+    fn default() -> Self {
+        ServeState {
+            started: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            seen: AtomicU64::new(0),
+            leader_parked: AtomicBool::new(true),
+            backlog: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Pool {
     leader: bool,
@@ -125,6 +159,7 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     /// The twin's serving thread, woken when stopping.
     serve_waiter: Mutex<Option<Arc<Waiter>>>,
+    serve: ServeState,
     pub(crate) next_peer: AtomicU32,
     pub(crate) spawner: Mutex<Option<std::sync::mpsc::Sender<crate::spawn::SpawnJob>>>,
 }
@@ -210,6 +245,7 @@ impl Kernel {
                 handler,
                 stopping: AtomicBool::new(false),
                 serve_waiter: Mutex::new(None),
+                serve: ServeState::default(),
                 next_peer: AtomicU32::new(1),
                 spawner: Mutex::new(None),
             }),
@@ -714,6 +750,32 @@ impl Kernel {
         }
     }
 
+    /// Leaves the reader role of `peer`, just released by this thread, to a
+    /// thread waiting for a reply from it (saving the poll's thread a wake-up
+    /// per reply); returns whether there was one. The socket stays out of
+    /// the poll: the new reader reads it directly.
+    fn hand_reader_on(&self, peer: &Peer) -> bool {
+        let next = {
+            let mut standby = lock(&peer.standby);
+            if standby.is_empty() {
+                return false;
+            }
+            let next = standby.remove(0);
+            next.hand_reader();
+            next
+        };
+        next.wake();
+        true
+    }
+
+    /// Releases the reader role of `peer` (already unlocked by this thread):
+    /// to a waiting thread if there is one, else to the poll.
+    fn pass_reader_role(&self, peer: &Peer) {
+        if !self.hand_reader_on(peer) {
+            self.rewatch(peer);
+        }
+    }
+
     /// Reads what `peer` has sent (once), dispatching every whole frame.
     fn read_once(
         &self,
@@ -777,6 +839,10 @@ impl Kernel {
         };
         let mut buf = guard;
         while let ReadResult::Progress = self.read_once(peer, &mut buf, runnable) {}
+        drop(buf);
+        // A thread that waits for a reply reads it sooner itself than the poll
+        // does for it (the socket stays registered: the poll is this thread's).
+        self.hand_reader_on(peer);
     }
 
     /// Handles one frame read from `from`. `Err` closes that peer.
@@ -1058,13 +1124,24 @@ impl Kernel {
         let mut guard = lock(&self.shared.poll);
         let (poll, events) = &mut *guard;
         let mut runnable = Vec::new();
+        let mut last_look = Instant::now();
         loop {
             if self.is_stopping() {
                 drop(guard);
                 self.step_down(Vec::new());
                 return None;
             }
-            if let Err(e) = poll.poll(events, None) {
+            let timeout = if self.shared.serve.leader_parked.load(Ordering::SeqCst) {
+                None
+            } else {
+                Some(SERVE_GRACE.saturating_sub(last_look.elapsed()))
+            };
+            let polled = poll.poll(events, timeout);
+            if last_look.elapsed() >= SERVE_GRACE {
+                last_look = Instant::now();
+                self.look_at_serving_thread();
+            }
+            if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "poll failed");
                     std::thread::sleep(Duration::from_millis(10));
@@ -1086,6 +1163,44 @@ impl Kernel {
                 self.step_down(runnable);
                 return Some(first);
             }
+        }
+    }
+
+    /// The leader's periodic look at a twin's serving thread: when the same
+    /// request has run since the last look, the pool takes over the socket and
+    /// the backlog; when none started, the leader parks (polls without a
+    /// deadline) until the serving thread starts one.
+    fn look_at_serving_thread(&self) {
+        let serve = &self.shared.serve;
+        let started = serve.started.load(Ordering::SeqCst);
+        let seen = serve.seen.swap(started, Ordering::SeqCst);
+        if started != seen {
+            return;
+        }
+        if serve.busy.load(Ordering::SeqCst) {
+            if let Some(master) = self.peer(PeerId::MASTER) {
+                self.rewatch(&master);
+            }
+            let backlog: Vec<Inbound> = lock(&serve.backlog).drain(..).collect();
+            self.enqueue(backlog);
+            return;
+        }
+        // Park, then look again: a request started meanwhile may not have
+        // seen the flag (the serving thread bumps `started` before it looks).
+        serve.leader_parked.store(true, Ordering::SeqCst);
+        if serve.started.load(Ordering::SeqCst) != started || serve.busy.load(Ordering::SeqCst) {
+            serve.leader_parked.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Marks the start of a request on the twin's serving thread, waking the
+    /// pool's leader if it is parked so that it watches the time it takes.
+    fn serve_started(&self) {
+        let serve = &self.shared.serve;
+        serve.started.fetch_add(1, Ordering::SeqCst);
+        serve.busy.store(true, Ordering::SeqCst);
+        if serve.leader_parked.swap(false, Ordering::SeqCst) {
+            let _ = self.shared.waker.wake();
         }
     }
 
@@ -1133,6 +1248,15 @@ impl Kernel {
         // The reader role, when this thread took it back before answering.
         let mut held = None;
         while !self.is_stopping() {
+            let next = lock(&self.shared.serve.backlog).pop_front();
+            if let Some(job) = next {
+                // The socket stays out of the poll while it runs, as below.
+                if held.take().is_some() {
+                    self.hand_reader_on(&master);
+                }
+                self.serve_one(&master, job, &mut held);
+                continue;
+            }
             let reading = match held.take() {
                 Some(guard) => Some(guard),
                 None => master.reader.try_lock().ok(),
@@ -1145,13 +1269,20 @@ impl Kernel {
                         waiter.clear();
                         match sys::poll2(master.fd(), Some(waiter.fd()), false, None) {
                             Ok(ready) if ready.first => {
+                                if ready.second {
+                                    waiter.consume();
+                                }
                                 if let ReadResult::Gone =
                                     self.read_once(&master, &mut buf, &mut runnable)
                                 {
                                     break;
                                 }
                             }
-                            Ok(_) => {}
+                            Ok(ready) => {
+                                if ready.second {
+                                    waiter.consume();
+                                }
+                            }
                             Err(e) => {
                                 tracing::error!(error = %e, "poll failed");
                                 break;
@@ -1159,12 +1290,17 @@ impl Kernel {
                         }
                     }
                     drop(buf);
-                    self.rewatch(&master);
                     if runnable.is_empty() {
+                        self.pass_reader_role(&master);
                         None
                     } else {
+                        self.hand_reader_on(&master);
+                        // The socket stays out of the poll while this thread
+                        // runs the requests: the next ones wait for it, unless
+                        // one takes longer than SERVE_GRACE (then the pool's
+                        // leader gives the socket and the backlog to the pool).
                         let first = runnable.remove(0);
-                        self.enqueue(runnable);
+                        lock(&self.shared.serve.backlog).extend(runnable);
                         Some(first)
                     }
                 }
@@ -1185,23 +1321,37 @@ impl Kernel {
                 }
             };
             if let Some(job) = job {
-                let (src, id, outcome) = self.handle_inbound(job);
-                // Take the reader role back before the reply leaves: the next
-                // request often follows it at once, and should find this thread
-                // reading rather than wake the pool. Large replies are written
-                // first, so that this thread never blocks writing while it is
-                // the only reader.
-                self.reply_with(src, id, outcome, |bytes| {
-                    if bytes <= SMALL_FRAME {
-                        if let Ok(guard) = master.reader.try_lock() {
-                            let _ = self.watch(&master, false);
-                            held = Some(guard);
-                        }
-                    }
-                });
+                self.serve_one(&master, job, &mut held);
             }
         }
         *lock(&self.shared.serve_waiter) = None;
+        // Whatever is left goes to the pool, which fails or drops it.
+        let backlog: Vec<Inbound> = lock(&self.shared.serve.backlog).drain(..).collect();
+        self.enqueue(backlog);
+    }
+
+    /// Runs one request on the twin's serving thread and replies.
+    fn serve_one<'a>(
+        &self,
+        master: &'a Arc<Peer>,
+        job: Inbound,
+        held: &mut Option<std::sync::MutexGuard<'a, ReadBuf>>,
+    ) {
+        self.serve_started();
+        let (src, id, outcome) = self.handle_inbound(job);
+        self.shared.serve.busy.store(false, Ordering::SeqCst);
+        // Take the reader role back before the reply leaves: the next request
+        // often follows it at once, and should find this thread reading rather
+        // than wake the pool. Large replies are written first, so that this
+        // thread never blocks writing while it is the only reader.
+        self.reply_with(src, id, outcome, |bytes| {
+            if bytes <= SMALL_FRAME {
+                if let Ok(guard) = master.reader.try_lock() {
+                    let _ = self.watch(master, false);
+                    *held = Some(guard);
+                }
+            }
+        });
     }
 
     /// Starts stopping: wakes every thread so that pool threads exit and
@@ -1416,6 +1566,22 @@ enum ReadResult {
     Gone,
 }
 
+/// A reader role left to a waiting thread, passed on if that thread returns
+/// without reading (its reply came another way, or it gave up).
+struct ReaderDuty<'a> {
+    kernel: &'a Kernel,
+    peer: Arc<Peer>,
+    owed: bool,
+}
+
+impl Drop for ReaderDuty<'_> {
+    fn drop(&mut self) {
+        if self.owed {
+            self.kernel.pass_reader_role(&self.peer);
+        }
+    }
+}
+
 impl PendingCall {
     /// The request's id.
     pub fn id(&self) -> RequestId {
@@ -1433,6 +1599,12 @@ impl PendingCall {
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         let kernel = self.kernel.clone();
+        // Passes on a reader role left to this thread that it does not use.
+        let mut duty = ReaderDuty {
+            kernel: &kernel,
+            peer: Arc::clone(&self.route),
+            owed: false,
+        };
         loop {
             if let Some(result) = lock(&kernel.shared.pending).take(self.id) {
                 self.finish();
@@ -1476,14 +1648,32 @@ impl PendingCall {
                 }
                 continue;
             }
-            match self.route.reader.try_lock() {
-                Ok(mut buf) => {
+            let reading = match self.route.reader.try_lock() {
+                Ok(guard) => Some(guard),
+                Err(_) => {
+                    // Another thread reads the socket and will hand our reply
+                    // over, or its reader role when it stops reading.
+                    lock(&self.route.standby).push(Arc::clone(&self.waiter));
+                    // It may have stopped before we enlisted.
+                    let retry = self.route.reader.try_lock().ok();
+                    if retry.is_some() {
+                        self.leave_standby();
+                    }
+                    retry
+                }
+            };
+            match reading {
+                Some(mut buf) => {
+                    duty.owed = false;
                     let _ = kernel.watch(&self.route, false);
                     let mut runnable = Vec::new();
                     // Until woken for something else, timed out, or done.
                     while let Ok(ready) =
                         sys::poll2(self.route.fd(), Some(self.waiter.fd()), false, remaining)
                     {
+                        if ready.second {
+                            self.waiter.consume();
+                        }
                         if !ready.first {
                             break;
                         }
@@ -1499,20 +1689,31 @@ impl PendingCall {
                         }
                     }
                     drop(buf);
-                    kernel.rewatch(&self.route);
+                    kernel.pass_reader_role(&self.route);
                     kernel.enqueue(runnable);
                 }
-                Err(_) => {
-                    // Another thread reads this socket now and will hand our
-                    // reply over. It may be the pool's leader, which does not
-                    // give the socket back to the poll when done: make sure the
-                    // poll watches it, or a reply arriving after the leader's
-                    // last read would wait for our deadline.
-                    kernel.rewatch(&self.route);
-                    let _ = sys::poll2(self.waiter.fd(), None, false, remaining);
+                None => {
+                    // Someone else is the reader now, and passes the role on.
+                    duty.owed = false;
+                    if sys::poll2(self.waiter.fd(), None, false, remaining).is_ok_and(|r| r.first) {
+                        self.waiter.consume();
+                    }
+                    if self.leave_standby() {
+                        duty.owed = true;
+                    }
                 }
             }
         }
+    }
+
+    /// Leaves the reply's peer's standby list; returns whether its reader
+    /// role was left to this thread meanwhile (it must then read or pass the
+    /// role on).
+    fn leave_standby(&self) -> bool {
+        let mut standby = lock(&self.route.standby);
+        standby.retain(|w| !Arc::ptr_eq(w, &self.waiter));
+        // Read under the lock the role is handed under.
+        self.waiter.take_reader()
     }
 
     fn finish(&mut self) {

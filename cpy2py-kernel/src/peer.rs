@@ -6,9 +6,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::sys;
+use crate::waiter::Waiter;
 
 /// Smallest free space kept at the end of the read buffer before a read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -144,6 +145,9 @@ pub(crate) struct Peer {
     pub watched: Mutex<bool>,
     /// The poll reported readiness while someone else held `reader`.
     pub missed: AtomicBool,
+    /// Threads waiting for a reply from this peer while another thread reads
+    /// its socket; the reader leaves its role to one of them when it stops.
+    pub standby: Mutex<Vec<Arc<Waiter>>>,
     /// Why the peer is gone, once it is.
     pub closed: OnceLock<String>,
     /// The twin's process (master side only).
@@ -160,6 +164,7 @@ impl Peer {
             writer: Mutex::new(()),
             watched: Mutex::new(false),
             missed: AtomicBool::new(false),
+            standby: Mutex::new(Vec::new()),
             closed: OnceLock::new(),
             child: Mutex::new(None),
         }

@@ -74,7 +74,9 @@ pub(crate) fn poll2(
     let n = if second.is_some() { 2 } else { 1 };
     let ms = match timeout {
         None => -1,
-        Some(d) => d.as_millis().min(i32::MAX as u128) as libc::c_int,
+        // Rounded up: a deadline under a millisecond away must not become a
+        // zero timeout, which would spin until the deadline.
+        Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
     };
     // SAFETY: `fds` is a live array of `n` (<= 2) pollfd structs.
     let ret = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, ms) };

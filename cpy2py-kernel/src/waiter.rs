@@ -24,6 +24,9 @@ pub(crate) struct Waiter {
     /// Whether the eventfd holds an unconsumed wake-up, so that neither side
     /// makes a syscall when there is nothing to signal or to clear.
     signaled: AtomicBool,
+    /// Set (under the peer's `standby` lock) when a thread that stopped
+    /// reading a peer's socket left its reader role to this one.
+    reader_handoff: AtomicBool,
     inbox: Mutex<VecDeque<Inbound>>,
 }
 
@@ -32,6 +35,7 @@ impl Waiter {
         Ok(Waiter {
             efd: sys::eventfd()?,
             signaled: AtomicBool::new(false),
+            reader_handoff: AtomicBool::new(false),
             inbox: Mutex::new(VecDeque::new()),
         })
     }
@@ -49,6 +53,28 @@ impl Waiter {
         if self.signaled.swap(false, Ordering::AcqRel) {
             sys::eventfd_drain(&self.efd);
         }
+    }
+
+    /// Drains the eventfd after `poll` saw it readable. Unlike [`clear`], this
+    /// does not trust the flag: a waker between its write and its flag store
+    /// would otherwise leave the fd readable and this thread spinning on it
+    /// until the waker runs again (a whole scheduler tick when it is
+    /// preempted on a busy machine).
+    ///
+    /// [`clear`]: Waiter::clear
+    pub(crate) fn consume(&self) {
+        self.signaled.store(false, Ordering::Release);
+        sys::eventfd_drain(&self.efd);
+    }
+
+    /// Leaves a reader role to this thread (see `Kernel::hand_reader_on`).
+    pub(crate) fn hand_reader(&self) {
+        self.reader_handoff.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a reader role was left to this thread since the last call.
+    pub(crate) fn take_reader(&self) -> bool {
+        self.reader_handoff.swap(false, Ordering::SeqCst)
     }
 
     pub(crate) fn fd(&self) -> RawFd {
