@@ -72,12 +72,7 @@ pub(crate) fn poll2(
         },
     ];
     let n = if second.is_some() { 2 } else { 1 };
-    let ms = match timeout {
-        None => -1,
-        // Rounded up: a deadline under a millisecond away must not become a
-        // zero timeout, which would spin until the deadline.
-        Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
-    };
+    let ms = timeout_ms(timeout);
     // SAFETY: `fds` is a live array of `n` (<= 2) pollfd structs.
     let ret = unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, ms) };
     if ret < 0 {
@@ -187,4 +182,29 @@ fn signal_name(sig: i32) -> &'static str {
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and takes an integer.
     unsafe { libc::_exit(code) }
+}
+
+/// `poll`'s timeout argument: -1 for none, else milliseconds rounded up, so
+/// that a deadline under a millisecond away does not become a zero timeout
+/// (which would make the caller spin until the deadline).
+fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_to_whole_milliseconds() {
+        assert_eq!(timeout_ms(None), -1);
+        assert_eq!(timeout_ms(Some(Duration::ZERO)), 0);
+        assert_eq!(timeout_ms(Some(Duration::from_micros(1))), 1);
+        assert_eq!(timeout_ms(Some(Duration::from_micros(999))), 1);
+        assert_eq!(timeout_ms(Some(Duration::from_millis(100))), 100);
+        assert_eq!(timeout_ms(Some(Duration::from_secs(u64::MAX))), i32::MAX);
+    }
 }

@@ -172,3 +172,46 @@ impl Drop for ChainGuard {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn readable(waiter: &Waiter) -> bool {
+        sys::poll2(waiter.fd(), None, false, Some(Duration::ZERO)).is_ok_and(|r| r.first)
+    }
+
+    #[test]
+    fn clear_drains_a_wake_up() {
+        let waiter = Waiter::new().expect("eventfd");
+        waiter.wake();
+        assert!(readable(&waiter));
+        waiter.clear();
+        assert!(!readable(&waiter));
+    }
+
+    #[test]
+    fn consume_drains_a_wake_up_whose_flag_is_not_stored_yet() {
+        let waiter = Waiter::new().expect("eventfd");
+        // A waker preempted between its eventfd write and its flag store.
+        sys::eventfd_signal(&waiter.efd);
+        waiter.clear(); // trusts the flag: the fd stays readable
+        assert!(readable(&waiter));
+        waiter.consume();
+        assert!(!readable(&waiter));
+        // The late flag store then costs one empty read, not a spin.
+        waiter.signaled.store(true, Ordering::Release);
+        waiter.clear();
+        assert!(!readable(&waiter));
+    }
+
+    #[test]
+    fn a_reader_role_is_taken_once() {
+        let waiter = Waiter::new().expect("eventfd");
+        assert!(!waiter.take_reader());
+        waiter.hand_reader();
+        assert!(waiter.take_reader());
+        assert!(!waiter.take_reader());
+    }
+}
