@@ -18,6 +18,12 @@ use std::cell::{Cell, RefCell};
 /// keeps decoding bounded (`Value::MAX_DEPTH`) and self-references intact.
 const NATIVE_DEPTH: usize = Value::MAX_DEPTH - 4;
 
+/// Containers with this many items or more travel as one pickle: the C
+/// pickler and unpickler handle them faster than a `Value` per item, and on
+/// PyPy they save an object crossing cpyext per item (see `cargo xtask bench`,
+/// the bulk rows).
+const BULK_ITEMS: usize = 1024;
+
 /// Converts Python objects to values for one destination peer.
 pub(crate) struct Encoder<'k> {
     /// Pickle protocol both sides read.
@@ -140,6 +146,12 @@ impl<'k> Encoder<'k> {
             // keeps cycles and shared parts intact.
             self.too_deep.set(true);
             return Ok(Value::None);
+        }
+        if self.protocol != 0 && obj.len()? >= BULK_ITEMS {
+            // On failure, convert item by item: its error names the item.
+            if let Ok(value) = self.pickle(obj) {
+                return Ok(value);
+            }
         }
         let next = depth + 1;
         if let Ok(list) = obj.downcast_exact::<PyList>() {

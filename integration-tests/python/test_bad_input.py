@@ -151,6 +151,9 @@ def test_unpicklable_argument_names_the_object(twin, make, fragment):
         with pytest.raises(errors.UnpicklableError) as nested:
             twin.execute(twinhelpers.echo, [1, {"key": obj}])
         assert fragment in str(nested.value).lower()
+        with pytest.raises(errors.UnpicklableError) as big:
+            twin.execute(twinhelpers.echo, list(range(5000)) + [obj])  # pickled whole
+        assert fragment in str(big.value).lower()
         with pytest.raises(errors.UnpicklableError):
             twin.execute(twinhelpers.signature_probe, 1, c=obj)
         assert twin.execute(twinhelpers.echo, "usable") == "usable"

@@ -68,6 +68,12 @@ ROUND_TRIP = [
         id="nested",
     ),
     pytest.param(list(range(100000)), id="list-long"),
+    # 1024 items or more: one pickle instead of a Value per item
+    pytest.param([i if i % 3 else (str(i), [i], {i: BIG}) for i in range(3000)], id="list-big-mixed"),
+    pytest.param(tuple(range(1024)), id="tuple-big"),
+    pytest.param({"key%d" % i: i * 0.5 for i in range(10000)}, id="dict-big"),
+    pytest.param(set(range(2000)), id="set-big"),
+    pytest.param(frozenset(str(i) for i in range(2000)), id="frozenset-big"),
     pytest.param(functools.reduce(lambda acc, _: [acc], range(60), []), id="list-deep"),
 ]
 

@@ -588,6 +588,20 @@ def test_objects_inside_containers_travel_by_reference(twin, flavour):
     assert back[0] is counter
 
 
+def test_objects_inside_big_containers_travel_by_reference(twin, flavour):
+    # containers of 1024 items or more travel as one pickle (bulk speed)
+    counter = objhelpers.COUNTERS[flavour](1)
+    master_counter = objhelpers.MasterCounter(2)
+    value = list(range(3000)) + [counter, master_counter, counter]
+    back = twin.execute(twinhelpers.echo, value)
+    assert back[:3000] == list(range(3000))
+    assert back[3000] is counter and back[3002] is counter
+    assert back[3001] is master_counter
+    table = {i: (counter if i % 2 else master_counter) for i in range(2000)}
+    back = twin.execute(twinhelpers.echo, table)
+    assert back[1] is counter and back[1999] is counter and back[0] is master_counter
+
+
 def test_objects_inside_a_pickled_object_travel_by_reference(twin, flavour):
     counter = objhelpers.COUNTERS[flavour](3)
     seen, count = twin.execute(objhelpers.unbox, twinhelpers.Box(counter))
