@@ -902,6 +902,9 @@ impl Kernel {
                     .get(&inbound.request.chain)
                     .map(|(waiter, _)| Arc::clone(waiter));
                 match target {
+                    // The reading thread itself (a nested callback): it looks
+                    // at its inbox after this read.
+                    Some(waiter) if waiter::is_current(&waiter) => waiter.push_quiet(inbound),
                     Some(waiter) => waiter.push(inbound),
                     None => runnable.push(inbound),
                 }
@@ -1683,6 +1686,7 @@ impl PendingCall {
                         }
                         if matches!(result, ReadResult::Gone)
                             || ready.second
+                            || self.waiter.has_inbound()
                             || lock(&kernel.shared.pending).has_result(self.id)
                         {
                             break;

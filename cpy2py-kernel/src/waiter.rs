@@ -90,6 +90,24 @@ impl Waiter {
         self.wake();
     }
 
+    /// Hands a request to this very thread, which is reading a socket and
+    /// looks at its inbox after each read: no wake-up call needed.
+    pub(crate) fn push_quiet(&self, inbound: Inbound) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(inbound);
+    }
+
+    /// Whether a request waits in the inbox.
+    pub(crate) fn has_inbound(&self) -> bool {
+        !self
+            .inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
     /// The next request handed to this thread.
     pub(crate) fn pop(&self) -> Option<Inbound> {
         self.inbox
