@@ -1489,6 +1489,13 @@ impl Kernel {
         self.peer(PeerId::MASTER).is_some_and(|p| !p.is_closed())
     }
 
+    /// Whether peer `id` is connected: known and not closed. Unlike
+    /// [`Kernel::is_alive`] it makes no system call; a twin that died is closed
+    /// as soon as its socket's end-of-file is read.
+    pub fn is_connected(&self, id: PeerId) -> bool {
+        self.peer(id).is_some_and(|peer| !peer.is_closed())
+    }
+
     /// Master: whether twin `id` is connected and its process runs.
     pub fn is_alive(&self, id: PeerId) -> bool {
         let Some(peer) = self.peer(id) else {

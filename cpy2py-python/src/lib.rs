@@ -274,6 +274,12 @@ fn is_alive(py: Python<'_>, peer: u32) -> bool {
         .is_some_and(|k| py.detach(|| k.is_alive(PeerId(peer))))
 }
 
+/// Whether twin `peer` is connected (cheaper than `is_alive`: no system call).
+#[pyfunction]
+fn is_connected(peer: u32) -> bool {
+    KERNEL.get().is_some_and(|k| k.is_connected(PeerId(peer)))
+}
+
 /// How twin `peer` ended, or None while it runs.
 #[pyfunction]
 fn exit_status(py: Python<'_>, peer: u32) -> PyResult<Option<String>> {
@@ -655,6 +661,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(spawn, m)?)?;
     m.add_function(wrap_pyfunction!(stop, m)?)?;
     m.add_function(wrap_pyfunction!(is_alive, m)?)?;
+    m.add_function(wrap_pyfunction!(is_connected, m)?)?;
     m.add_function(wrap_pyfunction!(exit_status, m)?)?;
     m.add_function(wrap_pyfunction!(twin_pid, m)?)?;
     m.add_function(wrap_pyfunction!(peer_info, m)?)?;

@@ -59,6 +59,9 @@ def stop(peer: int, grace: float) -> str:
 def is_alive(peer: int) -> bool:
     """Whether twin ``peer`` is connected and its process has not ended."""
 
+def is_connected(peer: int) -> bool:
+    """Whether twin ``peer`` is connected (no process status check: no system call)."""
+
 def exit_status(peer: int) -> Optional[str]:
     """How twin ``peer`` ended, or None while it runs."""
 

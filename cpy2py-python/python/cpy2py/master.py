@@ -467,7 +467,9 @@ def _peer_for(twin_id: str) -> int:
         master = TwinMaster._store.get(twin_id)
         if master is not None:
             peer = master._peer
-            if peer is not None and _native.is_alive(peer):
+            # connected, not is_alive: that checks the child's status (a system
+            # call per call); a twin that died is closed once its EOF is read
+            if peer is not None and _native.is_connected(peer):
                 return peer
         if os.environ.get(NOAUTO_ENV):
             raise errors.TwinterpeterUnavailable(
