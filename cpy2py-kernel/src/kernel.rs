@@ -1576,6 +1576,30 @@ enum ReadResult {
     Gone,
 }
 
+/// A reader role a waiting thread took back early (see [`PendingCall::wait`]),
+/// passed on if the thread leaves without reading.
+struct HeldReader<'a> {
+    kernel: &'a Kernel,
+    peer: &'a Arc<Peer>,
+    guard: Option<std::sync::MutexGuard<'a, ReadBuf>>,
+}
+
+impl HeldReader<'_> {
+    /// Gives the role up: to a waiting thread, else to the poll.
+    fn release(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            drop(guard);
+            self.kernel.pass_reader_role(self.peer);
+        }
+    }
+}
+
+impl Drop for HeldReader<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// A reader role left to a waiting thread, passed on if that thread returns
 /// without reading (its reply came another way, or it gave up).
 struct ReaderDuty<'a> {
@@ -1609,19 +1633,41 @@ impl PendingCall {
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         let kernel = self.kernel.clone();
+        let route = Arc::clone(&self.route);
         // Passes on a reader role left to this thread that it does not use.
         let mut duty = ReaderDuty {
             kernel: &kernel,
-            peer: Arc::clone(&self.route),
+            peer: Arc::clone(&route),
             owed: false,
+        };
+        // The reader role, taken back before a nested request's reply left.
+        let mut held = HeldReader {
+            kernel: &kernel,
+            peer: &route,
+            guard: None,
         };
         loop {
             if let Some(result) = lock(&kernel.shared.pending).take(self.id) {
+                drop(held);
                 self.finish();
                 return Some(result);
             }
             if let Some(inbound) = self.waiter.pop() {
-                kernel.run_inbound(inbound);
+                held.release();
+                // A nested callback: run it, and take the reader role back
+                // before its reply leaves, as the twin's serving thread does:
+                // the next frame often follows at once, and should find this
+                // thread reading rather than wake the pool.
+                let (src, id, outcome) = kernel.handle_inbound(inbound);
+                let same_socket = kernel.route(src).is_ok_and(|r| Arc::ptr_eq(&r, &route));
+                kernel.reply_with(src, id, outcome, |bytes| {
+                    if same_socket && bytes <= SMALL_FRAME {
+                        if let Ok(guard) = route.reader.try_lock() {
+                            let _ = kernel.watch(&route, false);
+                            held.guard = Some(guard);
+                        }
+                    }
+                });
                 continue;
             }
             let remaining = match deadline {
@@ -1658,19 +1704,22 @@ impl PendingCall {
                 }
                 continue;
             }
-            let reading = match self.route.reader.try_lock() {
-                Ok(guard) => Some(guard),
-                Err(_) => {
-                    // Another thread reads the socket and will hand our reply
-                    // over, or its reader role when it stops reading.
-                    lock(&self.route.standby).push(Arc::clone(&self.waiter));
-                    // It may have stopped before we enlisted.
-                    let retry = self.route.reader.try_lock().ok();
-                    if retry.is_some() {
-                        self.leave_standby();
+            let reading = match held.guard.take() {
+                Some(guard) => Some(guard),
+                None => match route.reader.try_lock() {
+                    Ok(guard) => Some(guard),
+                    Err(_) => {
+                        // Another thread reads the socket and will hand our
+                        // reply over, or its reader role when it stops reading.
+                        lock(&route.standby).push(Arc::clone(&self.waiter));
+                        // It may have stopped before we enlisted.
+                        let retry = route.reader.try_lock().ok();
+                        if retry.is_some() {
+                            self.leave_standby();
+                        }
+                        retry
                     }
-                    retry
-                }
+                },
             };
             match reading {
                 Some(mut buf) => {
