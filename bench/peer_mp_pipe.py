@@ -11,7 +11,10 @@ from _timing import (
 FUNCS = {"noop": noop, "add": add, "echo": echo}
 
 
-def worker(conn):
+def worker(conn, parents_end):
+    # A forked worker inherits the parent's end too: without closing it, the
+    # parent closing its own would never reach this loop as end-of-file.
+    parents_end.close()
     while True:
         try:
             name, args = conn.recv()
@@ -22,7 +25,7 @@ def worker(conn):
 
 def start():
     ours, theirs = multiprocessing.Pipe()
-    proc = multiprocessing.Process(target=worker, args=(theirs,), daemon=True)
+    proc = multiprocessing.Process(target=worker, args=(theirs, ours), daemon=True)
     proc.start()
     theirs.close()
 

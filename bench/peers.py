@@ -33,11 +33,15 @@ OLD_VENV = os.environ.get(
 OLD_PYTHON = os.path.join(OLD_VENV, "bin", "python")
 PYPY = os.environ.get("CPY2PY_BENCH_PYPY") or shutil.which("pypy3")
 
+#: Whether the bulk echoes are measured pinned too (``--quick`` turns it off: slow
+#: peers take seconds per echo, and the targets compare unpinned bulk figures).
+PINNED_BULK = os.environ.get("CPY2PY_BENCH_PINNED_BULK", "1") != "0"
+
 #: Runs of each peer and worker: (metrics, pinnings). Startup and threads are measured
 #: unpinned only; a metric that hangs is cut off by its own timeout (see _timing.py).
 RUNS = [
     (("noop", "add", "method") + BULK + ("startup", "threads"), (False,)),
-    (("noop", "add", "method") + BULK, (True,)),
+    (("noop", "add", "method") + (BULK if PINNED_BULK else ()), (True,)),
 ]
 
 # (peer, script, master python, PyPy support: None, or why not)
