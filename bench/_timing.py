@@ -174,6 +174,25 @@ def timed_starts(start_and_stop):
     return stats(samples)
 
 
+def timed_twin_starts(twin_master, python, prefix, noop):
+    """``timed_starts`` of a cpy2py twin (ours or the original: ``twin_master`` is that
+    package's TwinMaster), from ``start()`` to the first ``execute(noop)`` returned;
+    each start gets a fresh twin id, as a new twin would."""
+    count = [0]
+
+    def start_and_first_call():
+        count[0] += 1
+        twin = twin_master(executable=python, twinterpreter_id="%s%d" % (prefix, count[0]))
+        begin = time.perf_counter()
+        twin.start()
+        twin.execute(noop)
+        took = time.perf_counter() - begin
+        twin.stop()
+        return took
+
+    return timed_starts(start_and_first_call)
+
+
 def na(result, metric, reason):
     """Marks ``metric`` as not measurable for this peer (if it was asked for)."""
     if wanted(metric):

@@ -23,14 +23,13 @@ Counts come from the environment (see ``_timing.py``).
 import os
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from _timing import (  # noqa: E402
     BULK, emit, failure, guarded, last_json, run_bounded, threads_suite, timed, timed_bulk,
-    timed_starts, wanted,
+    timed_starts, timed_twin_starts, wanted,
 )
 
 from cpy2py import TwinMaster, TwinObject, kernel_state, twinfunction  # noqa: E402
@@ -113,19 +112,7 @@ def measure_startup(python):
         [python, *args], check=True, timeout=120, stdin=subprocess.DEVNULL)
     guarded(result, "startup_pass", timed_starts, lambda: run("-c", "pass"))
     guarded(result, "startup_import", timed_starts, lambda: run("-c", "import cpy2py"))
-    counter = [0]
-
-    def start_and_first_call():
-        counter[0] += 1
-        twin = TwinMaster(executable=python, twinterpreter_id="start%d" % counter[0])
-        begin = time.perf_counter()
-        twin.start()
-        twin.execute(noop)
-        elapsed = time.perf_counter() - begin
-        twin.stop()
-        return elapsed
-
-    guarded(result, "startup", timed_starts, start_and_first_call)
+    guarded(result, "startup", timed_twin_starts, TwinMaster, python, "start", noop)
     return result
 
 

@@ -7,13 +7,12 @@ PYTHONPATH (set by the runner).
 
 import os
 import sys
-import time
 
 from cpy2py import TwinMaster, TwinObject
 
 from _timing import (
     BULK, CALL_METRICS, add, check_add, echo, emit, guarded, noop, threads_suite, timed,
-    timed_bulk, timed_starts, wanted, wants_any,
+    timed_bulk, timed_twin_starts, wanted, wants_any,
 )
 
 
@@ -60,19 +59,7 @@ def main():
                 twin.stop()
             except Exception:  # a twin killed by the payload is reported above
                 pass
-    counter = [0]
-
-    def start_and_first_call():
-        counter[0] += 1
-        twin = TwinMaster(executable=python, twinterpreter_id="start017_%d" % counter[0])
-        begin = time.perf_counter()
-        twin.start()
-        twin.execute(noop)
-        took = time.perf_counter() - begin
-        twin.stop()
-        return took
-
-    guarded(result, "startup", timed_starts, start_and_first_call)
+    guarded(result, "startup", timed_twin_starts, TwinMaster, python, "start017_", noop)
     emit(result)
 
 
