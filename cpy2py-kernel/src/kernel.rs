@@ -26,7 +26,7 @@ use crate::sys;
 use crate::waiter::{self, ChainGuard, Inbound, Waiter};
 use cpy2py_wire::{
     ChainId, Envelope, FrameDecoder, Message, Op, Outcome, PeerId, Release, RemoteError, Reply,
-    Request, RequestId, Retain, encode_frame,
+    Request, RequestId, Retain, Splice, encode_frame_vectored,
 };
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -205,7 +205,8 @@ impl std::fmt::Debug for PendingCall {
 }
 
 thread_local! {
-    static ENCODE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's frame buffer and the large byte strings left out of it.
+    static ENCODE_BUF: RefCell<(Vec<u8>, Vec<Splice>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 impl Kernel {
@@ -455,15 +456,17 @@ impl Kernel {
     ) -> Result<(), CallError> {
         ENCODE_BUF.with(|cell| {
             let mut guard = cell.try_borrow_mut();
-            let mut fresh = Vec::new();
+            let mut fresh = (Vec::new(), Vec::new());
             // A nested send on this thread (not expected) gets its own buffer.
-            let buf: &mut Vec<u8> = match guard.as_deref_mut() {
-                Ok(buf) => buf,
-                Err(_) => &mut fresh,
+            let (buf, splices) = match guard.as_deref_mut() {
+                Ok((buf, splices)) => (buf, splices),
+                Err(_) => (&mut fresh.0, &mut fresh.1),
             };
             buf.clear();
-            encode_frame(envelope, buf).map_err(|e| CallError::Encode(e.to_string()))?;
-            let body = buf.len() - cpy2py_wire::HEADER_LEN;
+            splices.clear();
+            let total = encode_frame_vectored(envelope, buf, splices)
+                .map_err(|e| CallError::Encode(e.to_string()))?;
+            let body = total - cpy2py_wire::HEADER_LEN;
             if body > self.shared.config.max_frame {
                 let err = CallError::Encode(format!(
                     "the message is {body} bytes, over the frame limit of {} bytes",
@@ -471,11 +474,18 @@ impl Kernel {
                 ));
                 buf.clear();
                 buf.shrink_to(1 << 20);
+                splices.clear();
                 return Err(err);
             }
-            tracing::trace!(dst = envelope.dst.0, bytes = buf.len(), "send frame");
-            before_write(buf.len());
-            let result = peer.write_all(buf);
+            tracing::trace!(dst = envelope.dst.0, bytes = total, "send frame");
+            before_write(total);
+            let result = if splices.is_empty() {
+                peer.write_all(buf)
+            } else {
+                peer.write_spliced(buf, splices)
+            };
+            // The spliced strings may be the caller's objects: let them go now.
+            splices.clear();
             if buf.capacity() > 4 << 20 {
                 *buf = Vec::new();
             }

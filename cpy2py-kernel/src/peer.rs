@@ -1,7 +1,9 @@
 //! One connected peer: its socket, read buffer, write lock and process.
 
-use cpy2py_wire::{Envelope, FrameDecoder, HEADER_LEN, Hello, PeerId, WireError, peek_route};
-use std::io::{self, Read};
+use cpy2py_wire::{
+    Envelope, FrameDecoder, HEADER_LEN, Hello, PeerId, Splice, WireError, peek_route,
+};
+use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
@@ -14,11 +16,18 @@ use crate::waiter::Waiter;
 /// Smallest free space kept at the end of the read buffer before a read.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Frames from this size on are read into a buffer of their own, which the
+/// decoded message then shares (its large byte strings are views of it).
+const BIG_FRAME: usize = READ_CHUNK;
+
 /// Bytes read from a peer and not yet decoded.
 pub(crate) struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// A frame of at least `BIG_FRAME` bytes being read, and its whole length.
+    /// While it is incomplete, reads go into it and `buf` is empty.
+    big: Option<(Vec<u8>, usize)>,
 }
 
 /// A frame taken from a peer's stream.
@@ -42,12 +51,16 @@ impl ReadBuf {
             buf: vec![0; READ_CHUNK],
             start: 0,
             end: 0,
+            big: None,
         }
     }
 
     /// Reads once from `stream`. `Ok(0)` is end of stream; `WouldBlock` means no
     /// data now.
     pub(crate) fn read_from(&mut self, mut stream: &UnixStream) -> io::Result<usize> {
+        if let Some((big, total)) = &mut self.big {
+            return read_into_spare(stream.as_raw_fd(), big, *total);
+        }
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -87,10 +100,29 @@ impl ReadBuf {
         me: PeerId,
         forward: bool,
     ) -> Result<Option<Incoming>, WireError> {
+        if let Some((big, total)) = &self.big {
+            if big.len() < *total {
+                return Ok(None);
+            }
+            let Some((frame, _)) = self.big.take() else {
+                return Ok(None);
+            };
+            return take_big_frame(frame, decoder, me, forward).map(Some);
+        }
         let avail = &self.buf[self.start..self.end];
         let Some(total) = decoder.check_header(avail)? else {
             return Ok(None);
         };
+        if avail.len() < total && total >= BIG_FRAME {
+            // Everything buffered belongs to this frame; the rest of it is read
+            // straight into its own buffer, not zeroed first and never copied.
+            let mut big = Vec::with_capacity(total);
+            big.extend_from_slice(avail);
+            self.start = 0;
+            self.end = 0;
+            self.big = Some((big, total));
+            return Ok(None);
+        }
         if avail.len() < total {
             // Reserve the whole frame now (the length was checked against the
             // limit) so that a large frame is read with few syscalls.
@@ -127,6 +159,43 @@ impl ReadBuf {
         }
         Ok(Some(item))
     }
+}
+
+/// Reads from `fd` into the unused capacity of `big`, never past `total` bytes.
+fn read_into_spare(fd: RawFd, big: &mut Vec<u8>, total: usize) -> io::Result<usize> {
+    let want = total
+        .saturating_sub(big.len())
+        .min(big.capacity() - big.len());
+    loop {
+        let spare = big.spare_capacity_mut();
+        // SAFETY: `spare` is writable memory of at least `want` bytes owned by
+        // `big`; recv writes at most `want` bytes into it.
+        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), want, 0) };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: recv initialised the first `n` (<= `want`) spare bytes.
+            unsafe { big.set_len(big.len() + n) };
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Routes or decodes a whole frame read into its own buffer.
+fn take_big_frame(
+    frame: Vec<u8>,
+    decoder: &FrameDecoder,
+    me: PeerId,
+    forward: bool,
+) -> Result<Incoming, WireError> {
+    let (src, dst) = peek_route(frame.get(HEADER_LEN..).unwrap_or(&[]))?;
+    if forward && dst != me {
+        return Ok(Incoming::Forward { src, dst, frame });
+    }
+    decoder.decode_owned(frame).map(Incoming::Local)
 }
 
 /// A connected peer.
@@ -187,6 +256,57 @@ impl Peer {
         let _guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         write_all_fd(self.fd(), bytes)
     }
+
+    /// Writes a frame encoded by `encode_frame_vectored`: the pieces of `head`
+    /// with the `splices` between them, without joining them first.
+    pub(crate) fn write_spliced(&self, head: &[u8], splices: &[Splice]) -> io::Result<()> {
+        let mut slices = Vec::with_capacity(2 * splices.len() + 1);
+        let mut at = 0;
+        for s in splices {
+            let piece = head
+                .get(at..s.at)
+                .ok_or_else(|| io::Error::other("splice out of order"))?;
+            slices.push(IoSlice::new(piece));
+            slices.push(IoSlice::new(&s.bytes));
+            at = s.at;
+        }
+        slices.push(IoSlice::new(&head[at..]));
+        slices.retain(|s| !s.is_empty());
+        let _guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        write_vectored_fd(self.fd(), &mut slices)
+    }
+}
+
+/// Most slices passed to one `sendmsg`: Linux's `IOV_MAX`.
+const IOV_MAX: usize = 1024;
+
+/// Writes all of `slices` to a non-blocking socket like [`write_all_fd`], with
+/// as few `sendmsg` calls as the socket allows.
+fn write_vectored_fd(fd: RawFd, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        let count = slices.len().min(IOV_MAX);
+        // SAFETY: an all-zero msghdr is valid (no address, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSlice is ABI-compatible with iovec on Unix (documented by std);
+        // sendmsg only reads through the pointer.
+        msg.msg_iov = slices.as_mut_ptr().cast();
+        msg.msg_iovlen = count as _;
+        // SAFETY: `msg` points at `count` live IoSlices borrowed for this call.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            IoSlice::advance_slices(&mut slices, n as usize);
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                sys::poll2(fd, None, true, None)?;
+            }
+            _ => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 /// Writes all of `bytes` to a non-blocking socket, polling while it is full.

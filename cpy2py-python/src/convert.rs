@@ -109,7 +109,7 @@ impl<'k> Encoder<'k> {
         if ty.is(py.get_type::<PyInt>()) {
             return match obj.extract::<i64>() {
                 Ok(v) => Ok(Value::Int(v)),
-                Err(_) => big_int_to_bytes(obj).map(|b| Value::BigInt(Bytes(b))),
+                Err(_) => big_int_to_bytes(obj).map(|b| Value::BigInt(Bytes::from(b))),
             };
         }
         if ty.is(py.get_type::<PyFloat>()) {
@@ -123,9 +123,7 @@ impl<'k> Encoder<'k> {
             return self.pickle(obj);
         }
         if ty.is(py.get_type::<PyBytes>()) {
-            return Ok(Value::Bytes(Bytes(
-                obj.downcast::<PyBytes>()?.as_bytes().to_vec(),
-            )));
+            return Ok(Value::Bytes(share_bytes(obj.downcast::<PyBytes>()?)));
         }
         let container = ty.is(py.get_type::<PyList>())
             || ty.is(py.get_type::<PyTuple>())
@@ -224,10 +222,47 @@ impl<'k> Encoder<'k> {
             }
         }
         Ok(Value::Pickle {
-            data: Bytes(data.as_bytes().to_vec()),
+            data: share_bytes(data),
             refs,
         })
     }
+}
+
+/// A Python `bytes` object lent to the wire without copying its buffer.
+struct LentBytes {
+    /// Keeps the object, and so the buffer at `ptr`, alive.
+    _object: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: a bytes object's buffer never changes or moves while a reference to
+// it is held (`_object`), so reading it needs no GIL and is safe from any
+// thread; `Py` itself is Send and Sync.
+unsafe impl Send for LentBytes {}
+// SAFETY: as for Send: the buffer is immutable and only read.
+unsafe impl Sync for LentBytes {}
+
+impl AsRef<[u8]> for LentBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr` and `len` came from `as_bytes` of the object that
+        // `_object` keeps alive, and bytes objects are immutable.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// A byte string for the wire: large ones share the Python object's buffer
+/// (sent with a vectored write, not copied), small ones are copied.
+fn share_bytes(bytes: &Bound<'_, PyBytes>) -> Bytes {
+    let data = bytes.as_bytes();
+    if data.len() < Bytes::SHARE_MIN {
+        return Bytes::from(data);
+    }
+    Bytes::from_owner(LentBytes {
+        _object: bytes.clone().unbind(),
+        ptr: data.as_ptr(),
+        len: data.len(),
+    })
 }
 
 fn big_int_to_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {

@@ -109,9 +109,9 @@ pub(crate) fn describe(py: Python<'_>, err: &PyErr, encoder: &Encoder<'_>) -> Re
                     &mut encoder.retains.borrow_mut(),
                 )?);
             }
-            (Some(Bytes(data)), refs)
+            (Some(Bytes::from(data)), refs)
         } else {
-            (Some(Bytes(pickled.extract()?)), Vec::new())
+            (Some(Bytes::from(pickled.extract::<Vec<u8>>()?)), Vec::new())
         };
         Ok(RemoteError {
             type_path: t.get_item(0)?.extract()?,

@@ -85,7 +85,7 @@ fn object_ref() -> ObjectRef {
 
 /// The payloads of the Python benchmarks, as the Value tree the wire carries.
 fn bulk_payloads() -> [(&'static str, &'static str, Value); 3] {
-    let bytes = Value::Bytes(Bytes(vec![0xa5; 1 << 20]));
+    let bytes = Value::Bytes(Bytes::from(vec![0xa5; 1 << 20]));
     let list = Value::List((0..100_000).map(Value::Int).collect());
     let dict = Value::Dict(
         (0..10_000)
@@ -193,7 +193,7 @@ fn cases() -> Vec<Case> {
                 message: "bad value".into(),
                 traceback: "Traceback (most recent call last):\n  ...\nValueError: bad value\n"
                     .into(),
-                pickle: Some(Bytes(vec![0x80; 64])),
+                pickle: Some(Bytes::from(vec![0x80; 64])),
                 refs: Vec::new(),
             })),
         ),

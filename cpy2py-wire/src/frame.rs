@@ -1,8 +1,10 @@
 //! Frame encoding and the incremental decoder.
 
+use crate::bytes::{Bytes, claim_splice, with_backing, with_splicing};
 use crate::ids::PeerId;
 use crate::message::Envelope;
 use postcard::ser_flavors::Flavor;
+use std::sync::Arc;
 
 /// Bytes of the length header in front of every frame.
 pub const HEADER_LEN: usize = 4;
@@ -30,6 +32,14 @@ pub enum WireError {
     /// The envelope ended before the frame did.
     #[error("malformed frame: {0} unexpected trailing bytes")]
     TrailingBytes(usize),
+    /// A buffer given as one whole frame holds less than its header announces.
+    #[error("incomplete frame: {len} of {needed} bytes")]
+    Incomplete {
+        /// Bytes present, header included.
+        len: usize,
+        /// Bytes the header announces, header included.
+        needed: usize,
+    },
     /// A value nests deeper than [`crate::Value::MAX_DEPTH`].
     #[error("malformed frame: values nested deeper than {0}")]
     TooDeep(usize),
@@ -55,6 +65,93 @@ impl Flavor for AppendVec<'_> {
     fn finalize(self) -> postcard::Result<()> {
         Ok(())
     }
+}
+
+/// A large byte string left out of a frame by [`encode_frame_vectored`]: its
+/// bytes belong at offset `at` of the output buffer, before the byte there.
+#[derive(Clone, Debug)]
+pub struct Splice {
+    /// Offset in the output buffer where the bytes go.
+    pub at: usize,
+    /// The bytes, shared with the value they came from.
+    pub bytes: Bytes,
+}
+
+/// A postcard flavor like [`AppendVec`] that leaves large byte strings offered
+/// by [`Bytes`] out of the buffer and lists them as [`Splice`]s.
+struct SpliceVec<'a> {
+    out: &'a mut Vec<u8>,
+    splices: &'a mut Vec<Splice>,
+    spliced: usize,
+}
+
+impl Flavor for SpliceVec<'_> {
+    type Output = usize;
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.out.push(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() >= Bytes::SHARE_MIN {
+            if let Some(bytes) = claim_splice(data) {
+                self.spliced += bytes.len();
+                self.splices.push(Splice {
+                    at: self.out.len(),
+                    bytes,
+                });
+                return Ok(());
+            }
+        }
+        self.out.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.spliced)
+    }
+}
+
+/// Appends `envelope` as one frame to `out` like [`encode_frame`], except that
+/// byte strings of [`Bytes::SHARE_MIN`] bytes or more are not copied: they are
+/// appended to `splices`, to be written between the pieces of `out` (a
+/// vectored write). Returns the whole frame's length.
+///
+/// On error `out` and `splices` are left as they were.
+pub fn encode_frame_vectored(
+    envelope: &Envelope,
+    out: &mut Vec<u8>,
+    splices: &mut Vec<Splice>,
+) -> Result<usize, WireError> {
+    let start = out.len();
+    let first_splice = splices.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    let flavor = SpliceVec {
+        out: &mut *out,
+        splices: &mut *splices,
+        spliced: 0,
+    };
+    let result = with_splicing(|| postcard::serialize_with_flavor(envelope, flavor));
+    let spliced = match result {
+        Ok(spliced) => spliced,
+        Err(e) => {
+            out.truncate(start);
+            splices.truncate(first_splice);
+            return Err(WireError::Malformed(e));
+        }
+    };
+    let body = out.len() - start - HEADER_LEN + spliced;
+    let Ok(len) = u32::try_from(body) else {
+        out.truncate(start);
+        splices.truncate(first_splice);
+        return Err(WireError::FrameTooLarge {
+            len: body,
+            max: u32::MAX as usize,
+        });
+    };
+    out[start..start + HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    Ok(HEADER_LEN + body)
 }
 
 /// Appends `envelope` as one frame (length header and body) to `out`.
@@ -145,6 +242,29 @@ impl FrameDecoder {
             return Ok(None);
         };
         Ok(Some((decode_body(body)?, total)))
+    }
+
+    /// Decodes `frame`, which holds exactly one whole frame, taking ownership of
+    /// it so that byte strings of [`Bytes::SHARE_MIN`] bytes or more become
+    /// views of it instead of copies.
+    pub fn decode_owned(&self, frame: Vec<u8>) -> Result<Envelope, WireError> {
+        let Some(total) = self.check_header(&frame)? else {
+            return Err(WireError::Incomplete {
+                len: frame.len(),
+                needed: HEADER_LEN,
+            });
+        };
+        if frame.len() < total {
+            return Err(WireError::Incomplete {
+                len: frame.len(),
+                needed: total,
+            });
+        }
+        if frame.len() > total {
+            return Err(WireError::TrailingBytes(frame.len() - total));
+        }
+        let frame = Arc::new(frame);
+        with_backing(&frame, || decode_body(&frame[HEADER_LEN..]))
     }
 }
 

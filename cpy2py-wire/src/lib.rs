@@ -40,7 +40,8 @@ mod value;
 
 pub use crate::bytes::Bytes;
 pub use crate::frame::{
-    DEFAULT_MAX_FRAME, FrameDecoder, HEADER_LEN, WireError, encode_frame, frame_length, peek_route,
+    DEFAULT_MAX_FRAME, FrameDecoder, HEADER_LEN, Splice, WireError, encode_frame,
+    encode_frame_vectored, frame_length, peek_route,
 };
 pub use crate::ids::{ChainId, ObjectId, PeerId, RequestId};
 pub use crate::message::{

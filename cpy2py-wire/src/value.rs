@@ -180,6 +180,6 @@ impl From<String> for Value {
 
 impl From<Vec<u8>> for Value {
     fn from(v: Vec<u8>) -> Self {
-        Value::Bytes(Bytes(v))
+        Value::Bytes(Bytes::from(v))
     }
 }

@@ -38,7 +38,7 @@ fn frames_append_after_existing_bytes() {
 #[test]
 fn header_announces_the_body_length() {
     for n in [0, 1, 127, 128, 255, 256, 65_535, 65_536, 1 << 20] {
-        let f = frame(&value_envelope(Value::Bytes(Bytes(vec![7; n]))));
+        let f = frame(&value_envelope(Value::Bytes(Bytes::from(vec![7; n]))));
         let body = f.len() - HEADER_LEN;
         assert_eq!(frame_length(&f), Some(body));
         assert_eq!(f[..HEADER_LEN], u32::try_from(body).unwrap().to_le_bytes());

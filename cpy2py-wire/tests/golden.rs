@@ -108,7 +108,7 @@ fn peer_ids_are_varints() {
 #[test]
 fn header_is_u32_little_endian() {
     // Body: 6 bytes of prefix, Value::Bytes (1), length 300 (2), 300 bytes.
-    let frame = frame(&value_envelope(Value::Bytes(Bytes(vec![0xab; 300]))));
+    let frame = frame(&value_envelope(Value::Bytes(Bytes::from(vec![0xab; 300]))));
     assert_eq!(frame.len(), 4 + 309);
     assert_eq!(frame[..4], [0x35, 0x01, 0x00, 0x00]); // 309 = 0x0135
     assert_eq!(frame[10..13], [6, 0xac, 0x02]); // Value::Bytes, 300 = 0xac 0x02
@@ -380,7 +380,7 @@ fn reply_err() {
                     type_path: "builtins.KeyError".into(),
                     message: "k".into(),
                     traceback: "tb".into(),
-                    pickle: Some(Bytes(vec![0x80, 0x04])),
+                    pickle: Some(Bytes::from(vec![0x80, 0x04])),
                 }),
             }),
         },
@@ -468,7 +468,7 @@ fn value_int_large() {
 fn value_big_int() {
     // 2**64: two's complement, little-endian, minimal: eight 0x00 then 0x01.
     assert_value(
-        Value::BigInt(Bytes(vec![0, 0, 0, 0, 0, 0, 0, 0, 1])),
+        Value::BigInt(Bytes::from(vec![0, 0, 0, 0, 0, 0, 0, 0, 1])),
         &[&[3, 9], &[0; 8], &[1]],
     );
 }
@@ -493,7 +493,7 @@ fn value_str() {
 #[test]
 fn value_bytes() {
     assert_value(
-        Value::Bytes(Bytes(vec![0x00, 0xff, 0x10])),
+        Value::Bytes(Bytes::from(vec![0x00, 0xff, 0x10])),
         &[&[6, 3, 0x00, 0xff, 0x10]],
     );
 }
@@ -588,7 +588,7 @@ fn value_ref() {
 fn value_pickle() {
     assert_value(
         Value::Pickle {
-            data: Bytes(vec![0x80, 0x05, b'.']),
+            data: Bytes::from(vec![0x80, 0x05, b'.']),
             refs: vec![ObjectRef {
                 owner: PeerId(1),
                 id: ObjectId(9),

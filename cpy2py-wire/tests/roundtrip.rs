@@ -86,9 +86,9 @@ fn nan_round_trips_bit_exact() {
 #[test]
 fn large_byte_string_round_trips() {
     let data: Vec<u8> = (0..(4usize << 20)).map(|i| (i % 251) as u8).collect();
-    let bytes = frame(&value_envelope(Value::Bytes(Bytes(data.clone()))));
+    let bytes = frame(&value_envelope(Value::Bytes(Bytes::from(data.clone()))));
     match carried_value(decode_exactly(&bytes)) {
-        Value::Bytes(b) => assert!(b.0 == data, "4 MiB byte string changed"),
+        Value::Bytes(b) => assert!(*b == data[..], "4 MiB byte string changed"),
         other => panic!("expected bytes, got {other:?}"),
     }
 }

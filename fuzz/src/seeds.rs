@@ -300,7 +300,7 @@ refs: Vec::new(),
         traceback:
             "Traceback (most recent call last):\n  File \"<twin>\", line 1\nValueError: bad value\n"
                 .into(),
-        pickle: Some(Bytes(b"\x80\x05\x95\x00".to_vec())),
+        pickle: Some(Bytes::from(b"\x80\x05\x95\x00".to_vec())),
     }
 }
 
@@ -374,10 +374,10 @@ fn value_zoo() -> Value {
         Value::None,
         Value::Bool(false),
         Value::Int(-1),
-        Value::BigInt(Bytes(vec![0, 0, 0, 0, 0, 0, 0, 0, 1])),
+        Value::BigInt(Bytes::from(vec![0, 0, 0, 0, 0, 0, 0, 0, 1])),
         Value::Float(f64::NAN),
         Value::Str("héllo".into()),
-        Value::Bytes(Bytes(vec![0, 255, 7])),
+        Value::Bytes(Bytes::from(vec![0, 255, 7])),
         Value::List(vec![Value::Int(1), Value::List(vec![])]),
         Value::Dict(vec![(Value::Str("k".into()), Value::Int(2))]),
         Value::Set(vec![Value::Int(3)]),
@@ -388,7 +388,7 @@ fn value_zoo() -> Value {
         },
         Value::Ref(object(OTHER, 5)),
         Value::Pickle {
-            data: Bytes(b"\x80\x05\x95\x10\x00".to_vec()),
+            data: Bytes::from(b"\x80\x05\x95\x10\x00".to_vec()),
             refs: vec![object(SELF, 6)],
         },
         Value::Error(Box::new(remote_error())),

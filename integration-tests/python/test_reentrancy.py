@@ -123,6 +123,43 @@ def test_twin_calls_a_twinfunction_of_another_twin(twin, flavour):
             other.stop()
 
 
+def test_large_payloads_between_twins_from_many_threads(twin, flavour):
+    # Frames of 64 KiB and more are read into their own buffers and written with
+    # their large byte strings spliced in; between twins the master forwards them
+    # whole. Several threads share each socket, so frames must not interleave.
+    other_flavour = "pypy" if flavour == "cpython" else "cpython"
+    other = TwinMaster(
+        executable=procutil.twin_executable(other_flavour),
+        twinterpreter_id=twinhelpers.TWIN_IDS[other_flavour],
+    )
+    was_alive = other.is_alive
+    other.start()
+    failures = []
+
+    def worker(n):
+        try:
+            for size in (40 << 10, 1 << 20, 3 << 20):
+                value = [os.urandom(size), "between", os.urandom(size // 3 + n), bytes(size)]
+                if twin.execute(twinhelpers.echo_via, other_flavour, value) != value:
+                    failures.append((n, size, "twin to twin"))
+                if twin.execute(twinhelpers.echo, value) != value:
+                    failures.append((n, size, "master to twin"))
+        except BaseException as error:  # reported below
+            failures.append((n, repr(error)))
+
+    try:
+        threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in threads), "calls hang"
+        assert failures == []
+    finally:
+        if not was_alive:
+            other.stop()
+
+
 def test_twinfunction_starts_its_twin_on_demand(flavour, twin_exe, monkeypatch):
     monkeypatch.delenv("CPY2PY_NOAUTO", raising=False)
     twin_id = twinhelpers.AUTO_IDS[flavour]

@@ -181,6 +181,24 @@ def call_where(flavour):
     return where(), WHERE[flavour]()
 
 
+@twinfunction(TWIN_IDS["cpython"])
+def echo_cpython(value):
+    return value
+
+
+@twinfunction(TWIN_IDS["pypy"])
+def echo_pypy(value):
+    return value
+
+
+ECHO_IN = {"cpython": echo_cpython, "pypy": echo_pypy}
+
+
+def echo_via(flavour, value):
+    """Run in a twin; echoes ``value`` through the ``flavour`` twin (forwarded by the master)."""
+    return ECHO_IN[flavour](value)
+
+
 def call_where_master():
     """Run in a twin; calls the twinfunction pinned to the master."""
     return where(), where_master()

@@ -99,7 +99,7 @@ pub fn text() -> impl Strategy<Value = String> {
 
 /// A short byte string.
 pub fn bytes() -> impl Strategy<Value = Bytes> {
-    vec(any::<u8>(), 0..48).prop_map(Bytes)
+    vec(any::<u8>(), 0..48).prop_map(Bytes::from)
 }
 
 /// Any 64-bit float except NaN (NaN != NaN would defeat `assert_eq!`).

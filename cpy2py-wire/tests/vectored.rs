@@ -1,0 +1,145 @@
+//! Vectored encoding and shared decoding: large byte strings skip the frame
+//! buffer on the way out and are views of the received frame on the way in,
+//! and neither changes a single byte on the wire.
+
+mod common;
+
+use common::{envelope, frame, value_envelope};
+use cpy2py_wire::{
+    Bytes, Envelope, FrameDecoder, HEADER_LEN, Splice, Value, encode_frame_vectored,
+};
+use proptest::prelude::*;
+
+/// Joins a vectored encoding back into one contiguous frame.
+fn join(head: &[u8], splices: &[Splice]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for s in splices {
+        out.extend_from_slice(&head[at..s.at]);
+        out.extend_from_slice(&s.bytes);
+        at = s.at;
+    }
+    out.extend_from_slice(&head[at..]);
+    out
+}
+
+fn big(n: usize, seed: u8) -> Bytes {
+    Bytes::from(
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// An envelope with large byte strings in several places: top level, inside a
+/// list, and as pickle data.
+fn with_large_strings() -> Envelope {
+    value_envelope(Value::List(vec![
+        Value::Bytes(big(Bytes::SHARE_MIN, 1)),
+        Value::Str("between".into()),
+        Value::Bytes(big(100, 2)),
+        Value::Pickle {
+            data: big(Bytes::SHARE_MIN * 3 + 5, 3),
+            refs: Vec::new(),
+        },
+        Value::Bytes(big(1 << 20, 4)),
+    ]))
+}
+
+#[test]
+fn large_strings_are_spliced_and_the_joined_frame_is_unchanged() {
+    let envelope = with_large_strings();
+    let mut head = vec![0xee; 7]; // something already in the buffer
+    let mut splices = Vec::new();
+    let total = encode_frame_vectored(&envelope, &mut head, &mut splices).expect("encodes");
+    assert_eq!(splices.len(), 3, "the three strings over the threshold");
+    assert!(splices.iter().all(|s| s.bytes.len() >= Bytes::SHARE_MIN));
+    let joined = join(&head, &splices);
+    assert_eq!(&joined[..7], &[0xee; 7]);
+    assert_eq!(joined.len() - 7, total);
+    assert_eq!(
+        joined[7..],
+        frame(&envelope)[..],
+        "same bytes as encode_frame"
+    );
+    let spliced: usize = splices.iter().map(|s| s.bytes.len()).sum();
+    assert_eq!(
+        head.len() - 7 + spliced,
+        total,
+        "the buffer holds no spliced byte"
+    );
+}
+
+#[test]
+fn owned_decoding_shares_large_strings_only() {
+    let envelope = with_large_strings();
+    let decoded = FrameDecoder::default()
+        .decode_owned(frame(&envelope))
+        .expect("decodes");
+    assert_eq!(decoded, envelope);
+    let cpy2py_wire::Message::Reply(reply) = decoded.message else {
+        unreachable!()
+    };
+    let cpy2py_wire::Outcome::Ok(Value::List(items)) = reply.outcome else {
+        unreachable!()
+    };
+    let shared: Vec<bool> = items
+        .iter()
+        .filter_map(|v| match v {
+            Value::Bytes(b) | Value::Pickle { data: b, .. } => Some(b.is_shared()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shared, vec![true, false, true, true]);
+}
+
+#[test]
+fn owned_decoding_refuses_partial_and_padded_frames() {
+    let bytes = frame(&with_large_strings());
+    let decoder = FrameDecoder::default();
+    let short = decoder.decode_owned(bytes[..bytes.len() - 1].to_vec());
+    assert!(
+        matches!(short, Err(cpy2py_wire::WireError::Incomplete { len, needed }) if needed == bytes.len() && len + 1 == needed),
+        "{short:?}"
+    );
+    assert!(decoder.decode_owned(bytes[..2].to_vec()).is_err());
+    let mut padded = bytes.clone();
+    padded.push(0);
+    assert!(decoder.decode_owned(padded).is_err());
+    let tiny = FrameDecoder::new(16);
+    assert!(tiny.decode_owned(bytes).is_err(), "over the frame limit");
+}
+
+#[test]
+fn shared_strings_survive_the_frame_going_away() {
+    let decoded = FrameDecoder::default()
+        .decode_owned(frame(&value_envelope(Value::Bytes(big(1 << 16, 9)))))
+        .unwrap();
+    // The frame buffer is now owned only by the views inside `decoded`.
+    let again = frame(&decoded);
+    assert_eq!(
+        again.len(),
+        HEADER_LEN + common::VALUE_PREFIX.len() + 1 + 3 + (1 << 16)
+    );
+    assert_eq!(decoded, value_envelope(Value::Bytes(big(1 << 16, 9))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_envelope_encodes_the_same_bytes_vectored(e in envelope()) {
+        let mut head = Vec::new();
+        let mut splices = Vec::new();
+        let total = encode_frame_vectored(&e, &mut head, &mut splices).expect("encodes");
+        let joined = join(&head, &splices);
+        prop_assert_eq!(joined.len(), total);
+        prop_assert_eq!(joined, frame(&e));
+    }
+
+    #[test]
+    fn any_envelope_decodes_owned_as_it_was(e in envelope()) {
+        let decoded = FrameDecoder::default().decode_owned(frame(&e)).unwrap();
+        prop_assert_eq!(decoded, e);
+    }
+}
