@@ -145,6 +145,13 @@ impl<'k> Encoder<'k> {
             self.too_deep.set(true);
             return Ok(Value::None);
         }
+        if obj.len()? >= BULK_ITEMS {
+            if let Ok(list) = obj.downcast_exact::<PyList>() {
+                if let Some(value) = pack_list(list)? {
+                    return Ok(value);
+                }
+            }
+        }
         if self.protocol != 0 && obj.len()? >= BULK_ITEMS {
             // On failure, convert item by item: its error names the item.
             if let Ok(value) = self.pickle(obj) {
@@ -226,6 +233,73 @@ impl<'k> Encoder<'k> {
             refs,
         })
     }
+}
+
+/// A non-empty list of ints that all fit in 64 signed bits, or of floats, as
+/// one packed value (exact types only: bools and subclasses keep their type
+/// through pickle). `None` for any other list.
+fn pack_list(list: &Bound<'_, PyList>) -> PyResult<Option<Value>> {
+    let py = list.py();
+    if let Some((pack, _)) = &runtime(py)?.packers {
+        let packed = pack.bind(py).call1((list,))?;
+        if packed.is_none() {
+            return Ok(None);
+        }
+        let (kind, data): (String, Bound<'_, PyBytes>) = packed.extract()?;
+        let data = share_bytes(&data);
+        return Ok(Some(match kind.as_str() {
+            "q" => Value::IntList(data),
+            _ => Value::FloatList(data),
+        }));
+    }
+    let Ok(first) = list.get_item(0) else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(list.len() * 8);
+    if first.is_exact_instance_of::<PyInt>() {
+        for item in list.iter() {
+            if !item.is_exact_instance_of::<PyInt>() {
+                return Ok(None);
+            }
+            let Ok(v) = item.extract::<i64>() else {
+                return Ok(None);
+            };
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        return Ok(Some(Value::IntList(Bytes::from(out))));
+    }
+    if first.is_exact_instance_of::<PyFloat>() {
+        for item in list.iter() {
+            let Ok(f) = item.downcast_exact::<PyFloat>() else {
+                return Ok(None);
+            };
+            out.extend_from_slice(&f.value().to_bits().to_le_bytes());
+        }
+        return Ok(Some(Value::FloatList(Bytes::from(out))));
+    }
+    Ok(None)
+}
+
+/// The list a [`Value::IntList`] or [`Value::FloatList`] packs.
+fn unpack_list(py: Python<'_>, value: &Value) -> PyResult<Py<PyAny>> {
+    let (kind, data) = match value {
+        Value::IntList(data) => ("q", data),
+        Value::FloatList(data) => ("d", data),
+        _ => return Err(PyTypeError::new_err("not a packed list")),
+    };
+    if let Some((_, unpack)) = &runtime(py)?.packers {
+        return Ok(unpack
+            .bind(py)
+            .call1((kind, PyBytes::new(py, data)))?
+            .unbind());
+    }
+    if let Some(ints) = value.ints() {
+        return Ok(PyList::new(py, ints)?.into_any().unbind());
+    }
+    if let Some(floats) = value.floats() {
+        return Ok(PyList::new(py, floats)?.into_any().unbind());
+    }
+    Err(PyTypeError::new_err("not a packed list"))
 }
 
 /// A Python `bytes` object lent to the wire without copying its buffer.
@@ -356,5 +430,6 @@ pub(crate) fn to_python(
             None => return Err(crate::errors::error(py, "CPy2PyException", "no kernel")),
         },
         Value::Error(e) => crate::errors::rebuild(py, *e, &twin())?.into_any().unbind(),
+        packed @ (Value::IntList(_) | Value::FloatList(_)) => unpack_list(py, &packed)?,
     })
 }

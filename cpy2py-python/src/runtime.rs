@@ -25,6 +25,9 @@ pub(crate) struct Runtime {
     pub partial: Py<PyAny>,
     pub weakref: Py<PyAny>,
     pub errors: Py<PyModule>,
+    /// `_runtime.pack_numbers` and `unpack_numbers` when this is PyPy, whose
+    /// `array` module packs lists far faster than calls through cpyext.
+    pub packers: Option<(Py<PyAny>, Py<PyAny>)>,
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -58,6 +61,17 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
         partial: py.import("functools")?.getattr("partial")?.unbind(),
         weakref: py.import("weakref")?.getattr("ref")?.unbind(),
         errors: py.import("cpy2py.errors")?.unbind(),
+        packers: if py
+            .import("sys")?
+            .getattr("implementation")?
+            .getattr("name")?
+            .extract::<String>()?
+            == "pypy"
+        {
+            Some((get("pack_numbers")?, get("unpack_numbers")?))
+        } else {
+            None
+        },
     };
     // A concurrent first use may have won the race; either copy is the same.
     let _ = RUNTIME.set(rt);

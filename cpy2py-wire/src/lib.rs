@@ -51,4 +51,4 @@ pub use crate::value::{ObjectRef, Value};
 
 /// Version of the protocol spoken by this crate; peers with another version are
 /// refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -67,6 +67,13 @@ pub enum Value {
     },
     /// An error raised by the peer that produced this value.
     Error(Box<RemoteError>),
+    /// A list of integers that all fit in 64 signed bits, packed as
+    /// little-endian `i64`s: one block instead of a value per item. See
+    /// [`Value::int_list`] and [`Value::ints`].
+    IntList(#[serde(deserialize_with = "packed::eight_byte_items")] Bytes),
+    /// A list of floats packed as little-endian `f64` bit patterns. See
+    /// [`Value::float_list`] and [`Value::floats`].
+    FloatList(#[serde(deserialize_with = "packed::eight_byte_items")] Bytes),
 }
 
 impl Value {
@@ -74,6 +81,72 @@ impl Value {
     /// (senders should pickle such subtrees) so that decoding cannot exhaust
     /// the stack.
     pub const MAX_DEPTH: usize = 100;
+
+    /// A [`Value::IntList`] of `items`.
+    pub fn int_list(items: &[i64]) -> Value {
+        Value::IntList(packed::pack(items.iter().map(|i| i.to_le_bytes())))
+    }
+
+    /// A [`Value::FloatList`] of `items` (bit patterns kept exactly).
+    pub fn float_list(items: &[f64]) -> Value {
+        Value::FloatList(packed::pack(
+            items.iter().map(|f| f.to_bits().to_le_bytes()),
+        ))
+    }
+
+    /// The items of a [`Value::IntList`]; `None` for any other value.
+    pub fn ints(&self) -> Option<impl ExactSizeIterator<Item = i64> + '_> {
+        match self {
+            Value::IntList(b) => Some(packed::items(b).map(i64::from_le_bytes)),
+            _ => None,
+        }
+    }
+
+    /// The items of a [`Value::FloatList`]; `None` for any other value.
+    pub fn floats(&self) -> Option<impl ExactSizeIterator<Item = f64> + '_> {
+        match self {
+            Value::FloatList(b) => {
+                Some(packed::items(b).map(|b| f64::from_bits(u64::from_le_bytes(b))))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Lists of eight-byte numbers packed into one byte string.
+mod packed {
+    use crate::bytes::Bytes;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn pack(items: impl ExactSizeIterator<Item = [u8; 8]>) -> Bytes {
+        let mut out = Vec::with_capacity(items.len() * 8);
+        items.for_each(|b| out.extend_from_slice(&b));
+        Bytes::from(out)
+    }
+
+    /// The items of a packed list. Its length is a multiple of 8: checked when
+    /// it was decoded, and [`pack`] only makes such lists (a trailing partial
+    /// item of a hand-made value is ignored).
+    pub(super) fn items(b: &Bytes) -> impl ExactSizeIterator<Item = [u8; 8]> + '_ {
+        b.chunks_exact(8).map(|c| {
+            let mut item = [0; 8];
+            item.copy_from_slice(c);
+            item
+        })
+    }
+
+    /// Decodes a packed list, refusing a length that is not a whole number of
+    /// items.
+    pub(super) fn eight_byte_items<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        let b = Bytes::deserialize(d)?;
+        if b.len() % 8 != 0 {
+            return Err(D::Error::custom(
+                "packed list length is not a multiple of 8",
+            ));
+        }
+        Ok(b)
+    }
 }
 
 /// Nesting guard for decoding: a thread-local depth count around every

@@ -1,7 +1,8 @@
 //! Golden bytes: the exact encoding of every message kind, every [`Op`] and
 //! every [`Value`] variant, written out by hand from postcard's format.
 //!
-//! These vectors document the wire format of protocol version 1. Any change to
+//! These vectors document the wire format of protocol version 2 (version 1
+//! lacked `Value::IntList` and `Value::FloatList`). Any change to
 //! the types that alters a byte breaks a test here; such a change must raise
 //! [`PROTOCOL_VERSION`] and update the vectors.
 //!
@@ -64,7 +65,7 @@ fn assert_value(value: Value, parts: &[&[u8]]) {
 
 #[test]
 fn protocol_version_matches_these_vectors() {
-    assert_eq!(PROTOCOL_VERSION, 1);
+    assert_eq!(PROTOCOL_VERSION, 2);
 }
 
 // ---------------------------------------------------------------------------
@@ -624,4 +625,52 @@ fn value_error() {
             &[0], // refs: none
         ],
     );
+}
+
+#[test]
+fn value_int_list() {
+    let value = Value::int_list(&[1, -2, i64::MAX]);
+    assert_eq!(
+        value.ints().unwrap().collect::<Vec<_>>(),
+        vec![1, -2, i64::MAX]
+    );
+    assert_value(
+        value,
+        &[
+            &[16, 24], // Value::IntList, 24 bytes
+            &1i64.to_le_bytes(),
+            &(-2i64).to_le_bytes(),
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        ],
+    );
+}
+
+#[test]
+fn value_float_list() {
+    let value = Value::float_list(&[1.5, -0.0]);
+    let back: Vec<u64> = value.floats().unwrap().map(f64::to_bits).collect();
+    assert_eq!(back, vec![1.5f64.to_bits(), (-0.0f64).to_bits()]);
+    assert_value(
+        value,
+        &[
+            &[17, 16], // Value::FloatList, 16 bytes
+            &[0, 0, 0, 0, 0, 0, 0xf8, 0x3f],
+            &[0, 0, 0, 0, 0, 0, 0, 0x80],
+        ],
+    );
+}
+
+#[test]
+fn packed_lists_of_partial_items_are_refused() {
+    for variant in [16u8, 17] {
+        let mut body = VALUE_PREFIX.to_vec();
+        body.extend_from_slice(&[variant, 7, 1, 2, 3, 4, 5, 6, 7]);
+        let mut bytes = u32::try_from(body.len()).unwrap().to_le_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        let r = cpy2py_wire::FrameDecoder::default().decode(&bytes);
+        assert!(
+            matches!(r, Err(cpy2py_wire::WireError::Malformed(_))),
+            "variant {variant}: {r:?}"
+        );
+    }
 }

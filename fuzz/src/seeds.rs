@@ -392,6 +392,8 @@ fn value_zoo() -> Value {
             refs: vec![object(SELF, 6)],
         },
         Value::Error(Box::new(remote_error())),
+        Value::int_list(&[0, -1, i64::MIN]),
+        Value::float_list(&[f64::NAN, 2.5]),
     ])
 }
 

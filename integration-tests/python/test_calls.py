@@ -8,6 +8,7 @@ import functools
 import math
 import os
 import platform
+import struct
 
 import pytest
 
@@ -75,6 +76,15 @@ ROUND_TRIP = [
     pytest.param(set(range(2000)), id="set-big"),
     pytest.param(frozenset(str(i) for i in range(2000)), id="frozenset-big"),
     pytest.param(functools.reduce(lambda acc, _: [acc], range(60), []), id="list-deep"),
+    # 1024 items or more of only 64-bit ints or only floats: one packed block;
+    # anything else in the list (a bool, a bigger int, a subclass) keeps pickle
+    pytest.param([(-1) ** i * (i << 40) for i in range(5000)] + [2**63 - 1, -(2**63)], id="ints-packed"),
+    pytest.param([i * 0.25 for i in range(3000)] + [-0.0, float("inf")], id="floats-packed"),
+    pytest.param(list(range(2000)) + [True], id="ints-and-a-bool"),
+    pytest.param(list(range(2000)) + [2**63], id="ints-and-a-big-int"),
+    pytest.param([twinhelpers.Color.GREEN] + list(range(2000)), id="int-subclass-first"),
+    pytest.param(list(range(2000)) + [1.5], id="ints-and-a-float"),
+    pytest.param([0.5] * 2000 + [1], id="floats-and-an-int"),
 ]
 
 
@@ -85,6 +95,13 @@ def test_builtin_values_round_trip_with_their_types(twin, value):
     expected_types = twinhelpers.type_tree(value)
     assert remote_types == expected_types  # as received in the twin
     assert twinhelpers.type_tree(result) == expected_types  # as received back here
+
+
+def test_packed_floats_keep_their_bits(twin):
+    values = [float("nan"), -0.0, 5e-324, float("-inf")] * 512
+    result = twin.execute(twinhelpers.echo, values)
+    packed = struct.pack("<%dd" % len(values), *values)
+    assert type(result) is list and struct.pack("<%dd" % len(result), *result) == packed
 
 
 def test_float_nan_and_negative_zero(twin):

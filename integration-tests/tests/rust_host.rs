@@ -59,6 +59,20 @@ fn values_round_trip_through_every_interpreter() {
             all,
             "{flavour}"
         );
+        // Lists of 1024 numbers or more come back packed, whatever the twin.
+        let ints: Vec<i64> = (0..3000).map(|i| (i - 1500) << 40).collect();
+        let floats: Vec<f64> = (0..3000).map(|i| f64::from(i) * 0.5 - 7.0).collect();
+        for packed in [Value::int_list(&ints), Value::float_list(&floats)] {
+            assert_eq!(
+                ok(kernel.call(
+                    twin.peer,
+                    global("builtins", "list", vec![packed.clone()]),
+                    LIMIT
+                )),
+                packed,
+                "{flavour}"
+            );
+        }
         assert_eq!(
             ok(kernel.call(
                 twin.peer,

@@ -150,6 +150,8 @@ pub fn leaf_value() -> impl Strategy<Value = Value> {
         object_ref().prop_map(Value::Ref),
         (bytes(), vec(object_ref(), 0..4)).prop_map(|(data, refs)| Value::Pickle { data, refs }),
         remote_error().prop_map(|e| Value::Error(Box::new(e))),
+        vec(int(), 0..8).prop_map(|v| Value::int_list(&v)),
+        vec(float(), 0..8).prop_map(|v| Value::float_list(&v)),
     ]
 }
 
