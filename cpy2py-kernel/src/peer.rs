@@ -280,8 +280,9 @@ impl Peer {
 /// Most slices passed to one `sendmsg`: Linux's `IOV_MAX`.
 const IOV_MAX: usize = 1024;
 
-/// Writes all of `slices` to a non-blocking socket like [`write_all_fd`], with
-/// as few `sendmsg` calls as the socket allows.
+/// Writes all of `slices` to a non-blocking socket with as few `sendmsg` calls
+/// as the socket allows, polling while it is full. Uses `MSG_NOSIGNAL` so a
+/// closed peer is an error, not a SIGPIPE.
 fn write_vectored_fd(fd: RawFd, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
     while !slices.is_empty() {
         let count = slices.len().min(IOV_MAX);
@@ -311,24 +312,11 @@ fn write_vectored_fd(fd: RawFd, mut slices: &mut [IoSlice<'_>]) -> io::Result<()
 
 /// Writes all of `bytes` to a non-blocking socket, polling while it is full.
 /// Uses `MSG_NOSIGNAL` so a closed peer is an error, not a SIGPIPE.
-pub(crate) fn write_all_fd(fd: RawFd, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is a live slice; send reads at most `bytes.len()` bytes.
-        let n = unsafe { libc::send(fd, bytes.as_ptr().cast(), bytes.len(), libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            bytes = &bytes[n as usize..];
-            continue;
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => {}
-            io::ErrorKind::WouldBlock => {
-                sys::poll2(fd, None, true, None)?;
-            }
-            _ => return Err(err),
-        }
+pub(crate) fn write_all_fd(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    write_vectored_fd(fd, &mut [IoSlice::new(bytes)])
 }
 
 /// Locks a mutex, ignoring poison: the kernel's state stays consistent because
