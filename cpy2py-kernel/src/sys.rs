@@ -41,6 +41,59 @@ pub(crate) fn eventfd_drain(fd: &OwnedFd) {
     }
 }
 
+/// A non-blocking, close-on-exec one-shot timer on the monotonic clock, which
+/// becomes readable when it expires.
+pub(crate) struct Timer(OwnedFd);
+
+impl Timer {
+    pub(crate) fn new() -> io::Result<Timer> {
+        // SAFETY: timerfd_create takes no pointers; a non-negative result is a
+        // new fd that we own exclusively.
+        let fd = cvt(unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        })?;
+        // SAFETY: `fd` was just returned by timerfd_create and is owned by nobody else.
+        Ok(Timer(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// (Re)sets the timer to expire once, `after` from now (at least 1 ns:
+    /// zero would disarm it).
+    pub(crate) fn arm(&self, after: Duration) {
+        let after = after.max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: after.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: `spec` is a live itimerspec read by the call; the old value is
+        // not asked for (null). It cannot fail for a valid fd and spec.
+        unsafe {
+            libc::timerfd_settime(self.0.as_raw_fd(), 0, &spec, std::ptr::null_mut());
+        }
+    }
+
+    /// Clears an expiry so that the next one is a new readiness edge.
+    pub(crate) fn consume(&self) {
+        let mut expirations: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64; EAGAIN (no expiry) is fine.
+        unsafe {
+            libc::read(self.0.as_raw_fd(), (&mut expirations as *mut u64).cast(), 8);
+        }
+    }
+}
+
 /// Which of the polled fds are ready.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Ready {
@@ -197,6 +250,24 @@ fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timer_fires_once_after_its_delay_and_rearms() {
+        let timer = Timer::new().expect("timerfd");
+        let ready = poll2(timer.fd(), None, false, Some(Duration::from_millis(20))).unwrap();
+        assert!(!ready.first, "an unarmed timer is not readable");
+        let start = std::time::Instant::now();
+        timer.arm(Duration::from_millis(5));
+        let ready = poll2(timer.fd(), None, false, Some(Duration::from_secs(5))).unwrap();
+        assert!(ready.first && start.elapsed() >= Duration::from_millis(5));
+        timer.consume();
+        let ready = poll2(timer.fd(), None, false, Some(Duration::from_millis(20))).unwrap();
+        assert!(!ready.first, "one expiry, consumed");
+        timer.arm(Duration::from_millis(50));
+        timer.arm(Duration::from_millis(1)); // re-arming replaces the deadline
+        let ready = poll2(timer.fd(), None, false, Some(Duration::from_millis(40))).unwrap();
+        assert!(ready.first);
+    }
 
     #[test]
     fn timeouts_round_up_to_whole_milliseconds() {

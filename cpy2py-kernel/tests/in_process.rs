@@ -228,6 +228,49 @@ fn a_slow_request_does_not_block_other_threads() {
 }
 
 #[test]
+fn a_slow_request_right_after_fast_ones_does_not_block_other_threads() {
+    // The serving thread sets its watchdog timer at most every half grace, so
+    // a slow request that starts just after a fast one has no timer of its
+    // own: the expiry set for the fast one must still catch it.
+    let (master, twin, info) = pair();
+    let slow = {
+        let master = master.clone();
+        std::thread::spawn(move || {
+            for i in 0..200 {
+                let sum = master.call(
+                    info.peer,
+                    call_op("add", vec![Value::Int(i), Value::Int(1)]),
+                    LIMIT,
+                );
+                assert_eq!(int(sum), i + 1);
+            }
+            master.call(info.peer, call_op("sleep", vec![Value::Int(1500)]), LIMIT)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    assert_eq!(
+        int(master.call(
+            info.peer,
+            call_op("add", vec![Value::Int(2), Value::Int(2)]),
+            LIMIT
+        )),
+        4
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(1000),
+        "blocked behind the slow call: {:?}",
+        start.elapsed()
+    );
+    assert!(matches!(
+        slow.join().expect("slow thread"),
+        Ok(Outcome::Ok(Value::None))
+    ));
+    master.shutdown(Duration::from_secs(1));
+    twin.shutdown(Duration::from_secs(1));
+}
+
+#[test]
 fn losing_the_twin_fails_pending_and_later_calls() {
     let (master, twin, info) = pair();
     let waiting = {
