@@ -7,7 +7,7 @@ use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::sys;
@@ -217,6 +217,9 @@ pub(crate) struct Peer {
     /// Threads waiting for a reply from this peer while another thread reads
     /// its socket; the reader leaves its role to one of them when it stops.
     pub standby: Mutex<Vec<Arc<Waiter>>>,
+    /// `sys::monotonic_ns` when it last sent a request for the pool
+    /// (`u64::MAX`: never).
+    pub unsolicited_at: AtomicU64,
     /// Why the peer is gone, once it is.
     pub closed: OnceLock<String>,
     /// The twin's process (master side only).
@@ -234,6 +237,7 @@ impl Peer {
             watched: Mutex::new(false),
             missed: AtomicBool::new(false),
             standby: Mutex::new(Vec::new()),
+            unsolicited_at: AtomicU64::new(u64::MAX),
             closed: OnceLock::new(),
             child: Mutex::new(None),
         }

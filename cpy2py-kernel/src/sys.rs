@@ -41,6 +41,15 @@ pub(crate) fn eventfd_drain(fd: &OwnedFd) {
     }
 }
 
+/// Nanoseconds on the monotonic clock since this process first asked.
+pub(crate) fn monotonic_ns() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
+}
+
 /// A non-blocking, close-on-exec one-shot timer on the monotonic clock, which
 /// becomes readable when it expires.
 pub(crate) struct Timer(OwnedFd);

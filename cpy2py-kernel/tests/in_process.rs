@@ -80,20 +80,31 @@ fn local(name: &str) -> LocalInfo {
 }
 
 fn pair() -> (Kernel, Kernel, TwinInfo) {
-    let (a, b) = UnixStream::pair().expect("socketpair");
     let master = Kernel::start_master(local("master"), KernelConfig::default(), Arc::new(Calc))
         .expect("master");
+    let (twin, info) = attach_twin(&master, "twin");
+    (master, twin, info)
+}
+
+/// Connects a new in-process twin, serving on its own thread, to `master`.
+fn attach_twin(master: &Kernel, name: &str) -> (Kernel, TwinInfo) {
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let twin_name = name.to_owned();
     let twin_thread = std::thread::spawn(move || {
-        let twin =
-            Kernel::connect_stream(b, local("twin"), KernelConfig::default(), Arc::new(Calc))
-                .expect("twin connects");
+        let twin = Kernel::connect_stream(
+            b,
+            local(&twin_name),
+            KernelConfig::default(),
+            Arc::new(Calc),
+        )
+        .expect("twin connects");
         let serving = twin.clone();
         std::thread::spawn(move || serving.serve());
         twin
     });
-    let info = master.attach(a, "twin").expect("handshake");
+    let info = master.attach(a, name).expect("handshake");
     let twin = twin_thread.join().expect("twin thread");
-    (master, twin, info)
+    (twin, info)
 }
 
 fn int(outcome: Result<Outcome, CallError>) -> i64 {
@@ -128,6 +139,63 @@ fn call_returns_the_twins_result_both_ways() {
     assert_eq!(master.pending_calls(), 0);
     master.shutdown(Duration::from_secs(1));
     twin.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_twins_request_is_read_while_the_master_keeps_calling_another_twin() {
+    // A master thread that stops reading a twin's socket leaves it out of the
+    // poll (no epoll_ctl per call); a timer gives it back within the grace.
+    // One thread calling twin A in a loop must not keep twin B's socket
+    // unattended: B's own calls to the master still get through.
+    let (master, twin_a, a) = pair();
+    let (twin_b, _b) = attach_twin(&master, "twin-b");
+    // B's socket is now unattended: the master read B's handshake last.
+    assert_eq!(
+        int(master.call(
+            _b.peer,
+            call_op("add", vec![Value::Int(1), Value::Int(1)]),
+            LIMIT
+        )),
+        2
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let looping = {
+        let (master, stop) = (master.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut calls = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sum = master.call(
+                    a.peer,
+                    call_op("add", vec![Value::Int(calls), Value::Int(1)]),
+                    LIMIT,
+                );
+                assert_eq!(int(sum), calls + 1);
+                calls += 1;
+            }
+            calls
+        })
+    };
+    for i in 0..20 {
+        let start = Instant::now();
+        assert_eq!(
+            int(twin_b.call(
+                PeerId::MASTER,
+                call_op("add", vec![Value::Int(i), Value::Int(2)]),
+                LIMIT
+            )),
+            i + 2
+        );
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "call {i} from twin B took {:?}",
+            start.elapsed()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(looping.join().expect("looping thread") > 0);
+    master.shutdown(Duration::from_secs(1));
+    twin_a.shutdown(Duration::from_secs(1));
+    twin_b.shutdown(Duration::from_secs(1));
 }
 
 #[test]
