@@ -46,7 +46,8 @@ def twinfunction(twinterpreter_id: str) -> Callable[[F], F]:
                 return func(*args, **kwargs)
             peer = _peer_for(twinterpreter_id)
             try:
-                return _native_call(peer, twin_function, args, kwargs)
+                # no empty dict: on PyPy every dict passed to C goes through cpyext
+                return _native_call(peer, twin_function, args, kwargs or None)
             except errors.TwinterpeterUnavailable:
                 _forget_peer(twinterpreter_id)
                 raise

@@ -386,7 +386,8 @@ class TwinMaster(object):
         peer = self._peer
         if peer is None:
             return self._execute_unstarted(call, call_args, call_kwargs, self.call_timeout)
-        return _native_call(peer, call, call_args, call_kwargs, self.call_timeout)
+        # no empty dict: on PyPy every dict passed to C is converted through cpyext
+        return _native_call(peer, call, call_args, call_kwargs or None, self.call_timeout)
 
     def execute_timeout(self, timeout: Optional[float], call: Any, /, *call_args: Any, **call_kwargs: Any) -> Any:
         """:meth:`execute` with a timeout of its own (seconds; None: no timeout).
