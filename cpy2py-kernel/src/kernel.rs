@@ -1085,6 +1085,12 @@ impl Kernel {
                 for d in done {
                     self.finish(d);
                 }
+                // Its objects are gone too, and so is any route to it that
+                // the handler keeps (a restarted twin gets a new number).
+                let handler = Arc::clone(&self.shared.handler);
+                if catch_unwind(AssertUnwindSafe(|| handler.peer_lost(peer, &reason))).is_err() {
+                    tracing::error!("the handler panicked in peer_lost");
+                }
             }
             Message::Retain(retain) => {
                 let handler = Arc::clone(&self.shared.handler);

@@ -173,7 +173,14 @@ impl Handler for PyHandler {
     }
 
     fn peer_lost(&self, peer: PeerId, _reason: &str) {
-        Python::attach(|_| objects::peer_lost(peer));
+        Python::attach(|py| {
+            objects::peer_lost(peer);
+            // Forget cached routes to it (a twin's lookups of other twins).
+            let forgotten = runtime(py).and_then(|rt| rt.peer_gone.bind(py).call1((peer.0,)));
+            if let Err(e) = forgotten {
+                e.write_unraisable(py, None);
+            }
+        });
     }
 
     fn run_thread(&self, body: Box<dyn FnOnce() + Send>) {

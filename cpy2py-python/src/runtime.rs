@@ -16,6 +16,7 @@ pub(crate) struct Runtime {
     pub describe_exception: Py<PyAny>,
     pub rebuild_exception: Py<PyAny>,
     pub poll_signals: Py<PyAny>,
+    pub peer_gone: Py<PyAny>,
     /// `_runtime.proxy_ref` and `make_proxy`, present with TwinObject support.
     pub proxy_ref: Option<Py<PyAny>>,
     pub make_proxy: Option<Py<PyAny>>,
@@ -47,6 +48,7 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
         describe_exception: get("describe_exception")?,
         rebuild_exception: get("rebuild_exception")?,
         poll_signals: get("poll_signals")?,
+        peer_gone: get("peer_gone")?,
         proxy_ref: get("proxy_ref").ok(),
         make_proxy: get("make_proxy").ok(),
         twin_object: py

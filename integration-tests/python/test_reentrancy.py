@@ -123,13 +123,10 @@ def test_twin_calls_a_twinfunction_of_another_twin(twin, flavour):
             other.stop()
 
 
-def test_large_payloads_between_twins_from_many_threads(fresh_twin, flavour):
+def test_large_payloads_between_twins_from_many_threads(twin, flavour):
     # Frames of 64 KiB and more are read into their own buffers and written with
     # their large byte strings spliced in; between twins the master forwards them
     # whole. Several threads share each socket, so frames must not interleave.
-    # (A fresh twin: one that looked the other twin up before it was restarted
-    # keeps its old peer number until a call fails; see #5's note.)
-    twin = fresh_twin
     other_flavour = "pypy" if flavour == "cpython" else "cpython"
     other = TwinMaster(
         executable=procutil.twin_executable(other_flavour),
@@ -158,6 +155,29 @@ def test_large_payloads_between_twins_from_many_threads(fresh_twin, flavour):
             thread.join(timeout=120)
         assert not any(thread.is_alive() for thread in threads), "calls hang"
         assert failures == []
+    finally:
+        if not was_alive:
+            other.stop()
+
+
+def test_a_twin_reaches_another_twin_restarted_under_the_same_id(twin, flavour):
+    # The calling twin caches the other's peer number; the restarted twin gets a
+    # new one, and the master's notice that the old one ended drops the cache.
+    other_flavour = "pypy" if flavour == "cpython" else "cpython"
+    other = TwinMaster(
+        executable=procutil.twin_executable(other_flavour),
+        twinterpreter_id=twinhelpers.TWIN_IDS[other_flavour],
+    )
+    was_alive = other.is_alive
+    other.start()
+    try:
+        first = twin.execute(twinhelpers.call_where, other_flavour)[1]["pid"]
+        assert first == other.pid
+        other.stop()
+        other.start()
+        assert other.pid != first
+        # the very first call after the restart reaches the new process
+        assert twin.execute(twinhelpers.call_where, other_flavour)[1]["pid"] == other.pid
     finally:
         if not was_alive:
             other.stop()

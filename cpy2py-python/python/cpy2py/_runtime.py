@@ -342,6 +342,13 @@ def loads(data: bytes, references: Optional[List[object]] = None) -> object:
     return _Unpickler(io.BytesIO(data), references).load()
 
 
+def peer_gone(peer: int) -> None:
+    """Peer number ``peer`` ended: forget the routes to it this process cached."""
+    master = sys.modules.get("cpy2py.master")
+    if master is not None:
+        master._forget_peer_number(peer)
+
+
 def pack_numbers(items: list) -> Optional[tuple]:
     """``("q", bytes)`` for a list of ints that all fit in 64 signed bits,
     ``("d", bytes)`` for a list of floats (packed little-endian), else ``None``.

@@ -495,6 +495,14 @@ def _peer_for(twin_id: str) -> int:
     return peer
 
 
+def _forget_peer_number(peer: int) -> None:
+    """Drop cached routes (in a twin) to peer ``peer``, which ended: a twin
+    started again under the same id gets a new number."""
+    for twin_id, cached in list(_twin_peers.items()):
+        if cached == peer:
+            _twin_peers.pop(twin_id, None)
+
+
 def _forget_peer(twin_id: str) -> None:
     """Drop a cached peer (in a twin) after a call to it found the twin gone."""
     _twin_peers.pop(twin_id, None)
