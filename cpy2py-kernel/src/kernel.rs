@@ -52,8 +52,9 @@ const GONE_REMEMBERED: usize = 1024;
 const SMALL_FRAME: usize = 64 * 1024;
 
 /// How long a request may run on a twin's serving thread before the pool
-/// starts serving the requests behind it (see [`Kernel::serve`]): between
-/// half of this and all of it. Until then they wait for the serving thread,
+/// starts serving the requests behind it (see [`Kernel::serve`]): this, or up
+/// to half as long again for a request that started just after the timer was
+/// set (see `look_at_serving_thread`). Until then they wait for the serving thread,
 /// which runs them without waking another thread or contending for the
 /// interpreter's lock.
 ///
@@ -128,7 +129,7 @@ struct ServeState {
     /// Whether it runs one now.
     busy: AtomicBool,
     /// `started` when the timer was last set: if the same request still runs
-    /// when it expires, it has run at least half the grace since.
+    /// when it expires, it has run for all the time since.
     armed_for: AtomicU64,
     watchdog: Watchdog,
     /// Requests read along with the running one, next in line on the serving
@@ -1324,7 +1325,7 @@ impl Kernel {
     /// if the request it was set for still runs, that request has taken
     /// longer than `SERVE_GRACE` and the pool takes over the socket and the
     /// backlog. A later request, started within half a grace of the setting,
-    /// gets the rest of its grace first.
+    /// has run 2.5 to 5 ms by then and gets another half grace first.
     fn look_at_serving_thread(&self) {
         let serve = &self.shared.serve;
         serve.watchdog.timer.consume();
