@@ -1110,7 +1110,7 @@ impl Kernel {
         let target = self.peer(dst).filter(|p| !p.is_closed());
         let failure = match target {
             Some(peer) => match peer.write_all(&frame) {
-                Ok(()) => return,
+                Ok(()) => return crate::peer::recycle(frame),
                 Err(_) => self.lost_error(&peer),
             },
             None => match self.peer_gone(dst) {

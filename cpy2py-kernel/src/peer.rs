@@ -20,6 +20,71 @@ const READ_CHUNK: usize = 64 * 1024;
 /// decoded message then shares (its large byte strings are views of it).
 const BIG_FRAME: usize = READ_CHUNK;
 
+/// Large read buffers kept for the next large frame: at most this many...
+const SPARE_BUFFERS: usize = 2;
+/// ...of at most this capacity each, so that at most 32 MiB stays reserved.
+const SPARE_MAX: usize = 16 << 20;
+
+/// Buffers of finished large frames, for the next ones. A fresh buffer costs a
+/// page fault per 4 KiB page as it fills (256 for 1 MiB, about a third of the
+/// time of reading it here), and freeing it made glibc give its pages back
+/// (`brk`/`munmap`) after every frame.
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// An empty buffer of at least `total` bytes of capacity: the smallest spare
+/// one that fits, or a new one.
+fn big_buffer(total: usize) -> Vec<u8> {
+    let mut spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner);
+    let best = spare
+        .iter()
+        .enumerate()
+        .filter(|(_, buf)| buf.capacity() >= total)
+        .min_by_key(|(_, buf)| buf.capacity())
+        .map(|(at, _)| at);
+    match best {
+        Some(at) => spare.swap_remove(at),
+        None => Vec::with_capacity(total),
+    }
+}
+
+/// Keeps `buf` for a later large frame if it is worth keeping, dropping the
+/// smallest spare buffer when there are too many.
+pub(crate) fn recycle(mut buf: Vec<u8>) {
+    if buf.capacity() < BIG_FRAME || buf.capacity() > SPARE_MAX {
+        return;
+    }
+    buf.clear();
+    let mut spare = SPARE.lock().unwrap_or_else(PoisonError::into_inner);
+    spare.push(buf);
+    if spare.len() > SPARE_BUFFERS {
+        if let Some((at, _)) = spare
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, buf)| buf.capacity())
+        {
+            let smallest = spare.swap_remove(at);
+            drop(spare); // free outside the lock
+            drop(smallest);
+        }
+    }
+}
+
+/// A large frame's buffer while a decoded message's byte strings are views of
+/// it; recycled when the last view goes.
+struct BigFrame(Vec<u8>);
+
+impl AsRef<[u8]> for BigFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for BigFrame {
+    fn drop(&mut self) {
+        recycle(std::mem::take(&mut self.0));
+    }
+}
+
 /// Bytes read from a peer and not yet decoded.
 pub(crate) struct ReadBuf {
     buf: Vec<u8>,
@@ -116,7 +181,7 @@ impl ReadBuf {
         if avail.len() < total && total >= BIG_FRAME {
             // Everything buffered belongs to this frame; the rest of it is read
             // straight into its own buffer, not zeroed first and never copied.
-            let mut big = Vec::with_capacity(total);
+            let mut big = big_buffer(total);
             big.extend_from_slice(avail);
             self.start = 0;
             self.end = 0;
@@ -195,7 +260,7 @@ fn take_big_frame(
     if forward && dst != me {
         return Ok(Incoming::Forward { src, dst, frame });
     }
-    decoder.decode_owned(frame).map(Incoming::Local)
+    decoder.decode_owned(BigFrame(frame)).map(Incoming::Local)
 }
 
 /// A connected peer.
@@ -228,6 +293,11 @@ pub(crate) struct Peer {
 
 impl Peer {
     pub(crate) fn new(id: PeerId, hello: Hello, stream: UnixStream, buf: ReadBuf) -> Self {
+        // Both ends do this, as both send large frames. A refusal only costs speed.
+        match sys::widen_send_buffer(stream.as_raw_fd()) {
+            Ok(granted) => tracing::debug!(peer = id.0, granted, "send buffer"),
+            Err(error) => tracing::debug!(peer = id.0, %error, "send buffer left as it was"),
+        }
         Peer {
             id,
             hello,
@@ -327,4 +397,49 @@ pub(crate) fn write_all_fd(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
 /// no lock is held across user code.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spare buffers are global: these tests take turns.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn a_large_frame_buffer_is_reused_and_a_huge_or_small_one_is_not() {
+        let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        // Capacities no other test uses, so that the buffers are told apart.
+        let odd = (3 << 20) + 4096 * 7;
+        let buf: Vec<u8> = Vec::with_capacity(odd);
+        let at = buf.as_ptr();
+        recycle(buf);
+        let again = big_buffer(odd - 100);
+        assert_eq!(again.as_ptr(), at, "the spare buffer is handed out again");
+        assert!(again.is_empty() && again.capacity() >= odd);
+        drop(again);
+
+        let huge: Vec<u8> = Vec::with_capacity(SPARE_MAX + 4096);
+        let at = huge.as_ptr();
+        recycle(huge);
+        assert_ne!(big_buffer(SPARE_MAX + 1).as_ptr(), at, "not kept");
+
+        // At most SPARE_BUFFERS are kept, the largest ones.
+        for extra in 1..=SPARE_BUFFERS + 2 {
+            recycle(Vec::with_capacity(odd + 4096 * extra));
+        }
+        let spare = SPARE.lock().unwrap();
+        assert_eq!(spare.len(), SPARE_BUFFERS);
+        assert!(spare.iter().all(|b| b.capacity() >= odd + 4096 * 3));
+    }
+
+    #[test]
+    fn a_big_frame_returns_its_buffer_when_the_last_view_goes() {
+        let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let odd = (5 << 20) + 4096 * 3;
+        let buf: Vec<u8> = Vec::with_capacity(odd);
+        let at = buf.as_ptr();
+        drop(BigFrame(buf));
+        assert_eq!(big_buffer(odd).as_ptr(), at);
+    }
 }

@@ -170,6 +170,44 @@ pub(crate) fn die_with_parent(parent: libc::pid_t) -> io::Result<()> {
     Ok(())
 }
 
+/// What [`widen_send_buffer`] asks for. Linux caps it at `net.core.wmem_max`
+/// (212,992 bytes by default; 4 MiB on some distributions and VMs).
+pub(crate) const SEND_BUFFER: usize = 4 << 20;
+
+/// Lets `fd` hold up to [`SEND_BUFFER`] bytes not yet read by its peer, and returns
+/// what the kernel granted. A Unix stream socket's send buffer bounds the data in
+/// flight: with the default 208 KiB a 1 MiB frame crosses in five chunks, each
+/// waiting for the reader to drain the last (unpinned, a cross-CPU wake-up each,
+/// 735 µs per 1 MiB round trip here against 320 µs with 1 MiB of buffer). It is a
+/// limit, not an allocation.
+pub(crate) fn widen_send_buffer(fd: RawFd) -> io::Result<usize> {
+    let wanted = libc::c_int::try_from(SEND_BUFFER).unwrap_or(libc::c_int::MAX);
+    // SAFETY: passes a live c_int and its exact size; setsockopt only reads it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&wanted as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    let mut granted: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the live c_int `granted`
+    // and stores the written length in the live `len`.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&mut granted as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(usize::try_from(granted).unwrap_or(0))
+}
+
 /// A pipe whose both ends are close-on-exec: `(read, write)`.
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
@@ -276,6 +314,57 @@ mod tests {
         timer.arm(Duration::from_millis(1)); // re-arming replaces the deadline
         let ready = poll2(timer.fd(), None, false, Some(Duration::from_millis(40))).unwrap();
         assert!(ready.first);
+    }
+
+    #[test]
+    fn a_widened_send_buffer_holds_a_whole_mebibyte_where_the_system_allows() {
+        use std::io::Write;
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let default = {
+            let (probe, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+            widen_send_buffer_probe(probe.as_raw_fd())
+        };
+        let granted = widen_send_buffer(ours.as_raw_fd()).expect("setsockopt");
+        assert!(granted > default, "granted {granted}, default {default}");
+        // Linux doubles the request for its bookkeeping and caps it at twice
+        // net.core.wmem_max; what it grants is what a writer may queue.
+        let cap = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok());
+        if let Some(cap) = cap {
+            assert_eq!(granted, 2 * SEND_BUFFER.min(cap));
+        }
+        if granted >= 2 * (1 << 20) {
+            // Without a reader, a nonblocking writer queues a whole 1 MiB.
+            let mut writer = &ours;
+            ours.set_nonblocking(true).unwrap();
+            let payload = vec![7u8; 1 << 20];
+            let mut sent = 0;
+            while sent < payload.len() {
+                match writer.write(&payload[sent..]) {
+                    Ok(n) => sent += n,
+                    Err(error) => panic!("queued only {sent} bytes: {error}"),
+                }
+            }
+        }
+    }
+
+    /// The send buffer a fresh socket has.
+    fn widen_send_buffer_probe(fd: RawFd) -> usize {
+        let mut size: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: as in `widen_send_buffer`.
+        let ret = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&mut size as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(ret, 0);
+        size as usize
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 /// Memory that a [`Bytes`] can share: anything that can lend a stable `&[u8]`
 /// and be sent between threads.
-type Owner = Arc<dyn AsRef<[u8]> + Send + Sync>;
+pub(crate) type Owner = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 /// A byte string encoded as a single block (varint length then the raw bytes)
 /// instead of serde's default element-by-element sequence.
@@ -165,7 +165,7 @@ thread_local! {
     /// the output flavor has not yet claimed.
     static SPLICE_CANDIDATES: RefCell<Option<Vec<Bytes>>> = const { RefCell::new(None) };
     /// During a shared decode: the frame being decoded.
-    static DECODE_BACKING: RefCell<Option<Arc<Vec<u8>>>> = const { RefCell::new(None) };
+    static DECODE_BACKING: RefCell<Option<Owner>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with vectored encoding on for this thread.
@@ -193,7 +193,7 @@ pub(crate) fn claim_splice(data: &[u8]) -> Option<Bytes> {
 }
 
 /// Runs `f` with large byte strings decoded as views of `frame`.
-pub(crate) fn with_backing<R>(frame: &Arc<Vec<u8>>, f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_backing<R>(frame: &Owner, f: impl FnOnce() -> R) -> R {
     struct Off;
     impl Drop for Off {
         fn drop(&mut self) {
@@ -207,7 +207,7 @@ pub(crate) fn with_backing<R>(frame: &Arc<Vec<u8>>, f: impl FnOnce() -> R) -> R 
 
 /// Part of a received frame.
 struct FrameView {
-    frame: Arc<Vec<u8>>,
+    frame: Owner,
     start: usize,
     end: usize,
 }
@@ -216,7 +216,10 @@ impl AsRef<[u8]> for FrameView {
     fn as_ref(&self) -> &[u8] {
         // `start..end` was checked against the frame's length when the view
         // was made, and the frame does not change.
-        self.frame.get(self.start..self.end).unwrap_or(&[])
+        (*self.frame)
+            .as_ref()
+            .get(self.start..self.end)
+            .unwrap_or(&[])
     }
 }
 
@@ -229,10 +232,11 @@ fn view_of_backing(data: &[u8]) -> Option<Bytes> {
     DECODE_BACKING.with(|c| {
         let c = c.borrow();
         let frame = c.as_ref()?;
-        let base = frame.as_ptr() as usize;
+        let whole = (**frame).as_ref();
+        let base = whole.as_ptr() as usize;
         let start = (data.as_ptr() as usize).checked_sub(base)?;
         let end = start.checked_add(data.len())?;
-        if end > frame.len() {
+        if end > whole.len() {
             return None;
         }
         Some(Bytes::from_owner(FrameView {
@@ -317,8 +321,9 @@ mod tests {
     #[test]
     fn a_view_needs_data_inside_the_backing() {
         let frame = Arc::new(vec![9u8; Bytes::SHARE_MIN * 2]);
+        let owner: Owner = frame.clone();
         let outside = vec![9u8; Bytes::SHARE_MIN];
-        with_backing(&frame, || {
+        with_backing(&owner, || {
             let inside = view_of_backing(&frame[10..10 + Bytes::SHARE_MIN]).expect("a view");
             assert!(inside.is_shared());
             assert_eq!(inside.len(), Bytes::SHARE_MIN);

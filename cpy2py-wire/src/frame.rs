@@ -1,6 +1,6 @@
 //! Frame encoding and the incremental decoder.
 
-use crate::bytes::{Bytes, claim_splice, with_backing, with_splicing};
+use crate::bytes::{Bytes, Owner, claim_splice, with_backing, with_splicing};
 use crate::ids::PeerId;
 use crate::message::Envelope;
 use postcard::ser_flavors::Flavor;
@@ -246,25 +246,31 @@ impl FrameDecoder {
 
     /// Decodes `frame`, which holds exactly one whole frame, taking ownership of
     /// it so that byte strings of [`Bytes::SHARE_MIN`] bytes or more become
-    /// views of it instead of copies.
-    pub fn decode_owned(&self, frame: Vec<u8>) -> Result<Envelope, WireError> {
-        let Some(total) = self.check_header(&frame)? else {
+    /// views of it instead of copies. `frame` is dropped with the last view (or
+    /// at once if there is none): a buffer type whose `Drop` recycles it is how
+    /// a reader reuses its large buffers. It must lend the same bytes every time.
+    pub fn decode_owned<B>(&self, frame: B) -> Result<Envelope, WireError>
+    where
+        B: AsRef<[u8]> + Send + Sync + 'static,
+    {
+        let bytes = frame.as_ref();
+        let Some(total) = self.check_header(bytes)? else {
             return Err(WireError::Incomplete {
-                len: frame.len(),
+                len: bytes.len(),
                 needed: HEADER_LEN,
             });
         };
-        if frame.len() < total {
+        if bytes.len() < total {
             return Err(WireError::Incomplete {
-                len: frame.len(),
+                len: bytes.len(),
                 needed: total,
             });
         }
-        if frame.len() > total {
-            return Err(WireError::TrailingBytes(frame.len() - total));
+        if bytes.len() > total {
+            return Err(WireError::TrailingBytes(bytes.len() - total));
         }
-        let frame = Arc::new(frame);
-        with_backing(&frame, || decode_body(&frame[HEADER_LEN..]))
+        let frame: Owner = Arc::new(frame);
+        with_backing(&frame, || decode_body(&(*frame).as_ref()[HEADER_LEN..]))
     }
 }
 

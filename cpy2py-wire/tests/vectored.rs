@@ -124,6 +124,46 @@ fn shared_strings_survive_the_frame_going_away() {
     assert_eq!(decoded, value_envelope(Value::Bytes(big(1 << 16, 9))));
 }
 
+/// A frame buffer that reports when it is dropped, as a recycling reader's does.
+struct Tracked(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl AsRef<[u8]> for Tracked {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_frame_owner_is_dropped_with_its_last_view_and_not_before() {
+    use std::sync::{Arc, atomic::AtomicBool, atomic::Ordering};
+    let dropped = Arc::new(AtomicBool::new(false));
+    let owner = Tracked(
+        frame(&value_envelope(Value::Bytes(big(1 << 16, 3)))),
+        Arc::clone(&dropped),
+    );
+    let decoded = FrameDecoder::default().decode_owned(owner).unwrap();
+    assert!(!dropped.load(Ordering::SeqCst), "a view still needs the frame");
+    let kept = decoded.clone();
+    drop(decoded);
+    assert!(!dropped.load(Ordering::SeqCst), "a clone of the view remains");
+    assert_eq!(kept, value_envelope(Value::Bytes(big(1 << 16, 3))));
+    drop(kept);
+    assert!(dropped.load(Ordering::SeqCst), "the last view is gone");
+
+    // Without a large string there is no view: the owner goes at once.
+    let small = Arc::new(AtomicBool::new(false));
+    let owner = Tracked(frame(&value_envelope(Value::Int(7))), Arc::clone(&small));
+    let decoded = FrameDecoder::default().decode_owned(owner).unwrap();
+    assert!(small.load(Ordering::SeqCst));
+    assert_eq!(decoded, value_envelope(Value::Int(7)));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
