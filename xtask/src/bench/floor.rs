@@ -27,10 +27,22 @@ pub const ECHO_CHILD: &str = "__bench-echo";
 const FD_VAR: &str = "CPY2PY_BENCH_ECHO_FD";
 /// The environment variable carrying the payload size in bytes.
 const SIZE_VAR: &str = "CPY2PY_BENCH_ECHO_SIZE";
+/// The environment variable asking the echo child to widen its send buffer.
+const WIDE_VAR: &str = "CPY2PY_BENCH_ECHO_WIDE";
+/// The send buffer asked for by a wide floor, as cpy2py's kernel asks for its
+/// sockets (Linux caps it at `net.core.wmem_max`).
+pub const WIDE_SEND_BUFFER: usize = 4 << 20;
 
 /// Runs `warmup + rounds` round trips of `size`-byte payloads against a fresh echo
-/// child and returns the measured ones (the last `rounds`).
-pub fn ping_pong(pinned: bool, size: usize, warmup: usize, rounds: usize) -> Result<Vec<Duration>> {
+/// child and returns the measured ones (the last `rounds`). With `wide`, both ends
+/// ask for a [`WIDE_SEND_BUFFER`] first.
+pub fn ping_pong(
+    pinned: bool,
+    size: usize,
+    wide: bool,
+    warmup: usize,
+    rounds: usize,
+) -> Result<Vec<Duration>> {
     // Affinity is inherited by the child, and restored for us when the guard drops.
     let _pin = if pinned {
         Some(Pin::to_one_cpu()?)
@@ -40,10 +52,14 @@ pub fn ping_pong(pinned: bool, size: usize, warmup: usize, rounds: usize) -> Res
 
     let (mut ours, theirs) = UnixStream::pair().context("socketpair")?;
     set_inheritable(&theirs)?;
+    if wide {
+        widen_send_buffer(&ours)?;
+    }
     let mut child = Command::new(env::current_exe().context("cannot find our own binary")?)
         .arg(ECHO_CHILD)
         .env(FD_VAR, theirs.as_raw_fd().to_string())
         .env(SIZE_VAR, size.to_string())
+        .env(WIDE_VAR, if wide { "1" } else { "0" })
         .stdin(Stdio::null())
         .spawn()
         .context("cannot start the echo child")?;
@@ -99,6 +115,9 @@ pub fn echo_child() -> Result<()> {
         .unwrap_or_else(|_| "1".into())
         .parse()
         .with_context(|| format!("{SIZE_VAR} is not a size"))?;
+    if env::var(WIDE_VAR).is_ok_and(|v| v == "1") {
+        widen_send_buffer(&stream)?;
+    }
     let mut payload = vec![0u8; size.max(1)];
     loop {
         match stream.read_exact(&mut payload) {
@@ -107,6 +126,25 @@ pub fn echo_child() -> Result<()> {
             Err(error) => return Err(error.into()),
         }
     }
+}
+
+/// Asks for a [`WIDE_SEND_BUFFER`] on `socket`.
+fn widen_send_buffer(socket: &UnixStream) -> Result<()> {
+    let wanted = libc::c_int::try_from(WIDE_SEND_BUFFER).context("buffer size")?;
+    // SAFETY: passes a live c_int and its exact size; setsockopt only reads it.
+    let ret = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&wanted as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error()).context("setsockopt(SO_SNDBUF)");
+    }
+    Ok(())
 }
 
 /// Clears `FD_CLOEXEC`, so that the descriptor survives into a spawned child.

@@ -363,6 +363,9 @@ fn build_embed_example(root: &Path) -> Result<()> {
     ]))
 }
 
+/// The subject of the Rust floor rows whose sockets have a wide send buffer.
+pub const WIDE_FLOOR: &str = "Rust socketpair, 4 MiB SO_SNDBUF";
+
 /// The Rust socketpair floors: 1 byte, and the bulk payloads' sizes (the list's and
 /// the dict's as the wire encodes them, if the wire bench ran), each unpinned and
 /// pinned to one CPU.
@@ -381,22 +384,28 @@ fn rust_floors(options: &Options, rows: &[Json]) -> Vec<Json> {
     }
     let [small, bulk] = options.floor_rounds();
     let mut out = Vec::new();
-    for (payload, size) in sizes {
+    // Bulk payloads also cross with the send buffer cpy2py's sockets ask for.
+    let variants = sizes.into_iter().flat_map(|(payload, size)| {
+        let wide = if size > 1 { &[false, true][..] } else { &[false][..] };
+        wide.iter().map(move |&wide| (payload, size, wide))
+    });
+    for (payload, size, wide) in variants {
         for pinned in [false, true] {
             let (warmup, rounds) = if size == 1 { small } else { bulk };
+            let subject = if wide { WIDE_FLOOR } else { "Rust socketpair" };
             eprintln!(
-                "measuring: Rust socketpair, {size} bytes, {}",
+                "measuring: {subject}, {size} bytes, {}",
                 if pinned { "pinned" } else { "unpinned" }
             );
             let mut row = Json::Obj(Vec::new());
             row.set("group", "floor".into());
-            row.set("subject", "Rust socketpair".into());
+            row.set("subject", subject.into());
             row.set("twin", "".into());
             row.set("pinned", pinned.into());
             row.set("metric", format!("rtt_{size}B").into());
             row.set("payload", payload.into());
             row.set("payload_bytes", (size as f64).into());
-            match floor::ping_pong(pinned, size, warmup, rounds) {
+            match floor::ping_pong(pinned, size, wide, warmup, rounds) {
                 Ok(samples) => {
                     let stats = Stats::new(samples);
                     row.set("median_us", stats.median_us().into());
