@@ -153,8 +153,12 @@ impl<'k> Encoder<'k> {
             }
         }
         if self.protocol != 0 && obj.len()? >= BULK_ITEMS {
+            // Without memo on CPython when nothing in it can be shared or
+            // refer back: dumps of a 10k str->float dict 415 -> 212 µs. (On
+            // PyPy the check would cost an object crossing cpyext per item.)
+            let flat = !runtime(py)?.pypy && holds_only_atoms(obj);
             // On failure, convert item by item: its error names the item.
-            if let Ok(value) = self.pickle(obj) {
+            if let Ok(value) = self.pickle_as(obj, flat) {
                 return Ok(value);
             }
         }
@@ -201,6 +205,11 @@ impl<'k> Encoder<'k> {
     /// TwinObjects it met (as persistent ids, by position), which travel as
     /// references beside the bytes.
     fn pickle(&self, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+        self.pickle_as(obj, false)
+    }
+
+    /// Pickles `obj`, without the pickle's memo if `flat` (see `_runtime.dumps`).
+    fn pickle_as(&self, obj: &Bound<'_, PyAny>, flat: bool) -> PyResult<Value> {
         let py = obj.py();
         if self.protocol == 0 {
             // The destination cannot unpickle (a Rust host): it gets the
@@ -208,7 +217,12 @@ impl<'k> Encoder<'k> {
             let r = objects::to_ref(self.kernel, obj, self.dst, &mut self.retains.borrow_mut())?;
             return Ok(Value::Ref(r));
         }
-        let dumped = runtime(py)?.dumps.bind(py).call1((obj, self.protocol))?;
+        let dumps = runtime(py)?.dumps.bind(py);
+        let dumped = if flat {
+            dumps.call1((obj, self.protocol, true))?
+        } else {
+            dumps.call1((obj, self.protocol))?
+        };
         let (data, found) = match dumped.downcast::<PyTuple>() {
             Ok(pair) => (pair.get_item(0)?, Some(pair.get_item(1)?)),
             Err(_) => (dumped, None),
@@ -233,6 +247,33 @@ impl<'k> Encoder<'k> {
             refs,
         })
     }
+}
+
+/// Whether `obj`, an exact list, tuple or dict, holds only atoms: `None`,
+/// bools, ints, floats, strs and bytes of exactly those types. Such a value
+/// pickles the same without the pickle's memo: no item can be a container
+/// shared with or holding another, and no item is a TwinObject.
+fn holds_only_atoms(obj: &Bound<'_, PyAny>) -> bool {
+    let py = obj.py();
+    let atoms = [
+        py.None().bind(py).get_type().as_type_ptr(),
+        py.get_type::<PyBool>().as_type_ptr(),
+        py.get_type::<PyInt>().as_type_ptr(),
+        py.get_type::<PyFloat>().as_type_ptr(),
+        py.get_type::<PyString>().as_type_ptr(),
+        py.get_type::<PyBytes>().as_type_ptr(),
+    ];
+    let atom = |item: &Bound<'_, PyAny>| atoms.contains(&item.get_type_ptr());
+    if let Ok(list) = obj.downcast_exact::<PyList>() {
+        return list.iter().all(|item| atom(&item));
+    }
+    if let Ok(tuple) = obj.downcast_exact::<PyTuple>() {
+        return tuple.iter().all(|item| atom(&item));
+    }
+    if let Ok(dict) = obj.downcast_exact::<PyDict>() {
+        return dict.iter().all(|(key, value)| atom(&key) && atom(&value));
+    }
+    false
 }
 
 /// A non-empty list of ints that all fit in 64 signed bits, or of floats, as

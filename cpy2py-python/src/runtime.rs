@@ -29,6 +29,8 @@ pub(crate) struct Runtime {
     /// `_runtime.pack_numbers` and `unpack_numbers` when this is PyPy, whose
     /// `array` module packs lists far faster than calls through cpyext.
     pub packers: Option<(Py<PyAny>, Py<PyAny>)>,
+    /// Whether this interpreter is PyPy.
+    pub pypy: bool,
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -40,6 +42,12 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
     }
     let module = py.import("cpy2py._runtime")?;
     let get = |name: &str| -> PyResult<Py<PyAny>> { Ok(module.getattr(name)?.unbind()) };
+    let pypy = py
+        .import("sys")?
+        .getattr("implementation")?
+        .getattr("name")?
+        .extract::<String>()?
+        == "pypy";
     let rt = Runtime {
         global_name: get("global_name")?,
         resolve: get("resolve")?,
@@ -63,17 +71,12 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
         partial: py.import("functools")?.getattr("partial")?.unbind(),
         weakref: py.import("weakref")?.getattr("ref")?.unbind(),
         errors: py.import("cpy2py.errors")?.unbind(),
-        packers: if py
-            .import("sys")?
-            .getattr("implementation")?
-            .getattr("name")?
-            .extract::<String>()?
-            == "pypy"
-        {
+        packers: if pypy {
             Some((get("pack_numbers")?, get("unpack_numbers")?))
         } else {
             None
         },
+        pypy,
     };
     // A concurrent first use may have won the race; either copy is the same.
     let _ = RUNTIME.set(rt);

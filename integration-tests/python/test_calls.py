@@ -85,6 +85,10 @@ ROUND_TRIP = [
     pytest.param([twinhelpers.Color.GREEN] + list(range(2000)), id="int-subclass-first"),
     pytest.param(list(range(2000)) + [1.5], id="ints-and-a-float"),
     pytest.param([0.5] * 2000 + [1], id="floats-and-an-int"),
+    # 1024 items or more, all atoms: pickled without memo on CPython
+    pytest.param(["s", 1, 2.5, None, True, b"x", "a\ud800", BIG, -0.0] * 300, id="list-of-atoms"),
+    pytest.param(tuple(["s", 7, b"b", None] * 300), id="tuple-of-atoms"),
+    pytest.param({("k%d" % i if i % 2 else i): (b"v" if i % 3 else None) for i in range(3000)}, id="dict-of-atoms"),
 ]
 
 
@@ -95,6 +99,21 @@ def test_builtin_values_round_trip_with_their_types(twin, value):
     expected_types = twinhelpers.type_tree(value)
     assert remote_types == expected_types  # as received in the twin
     assert twinhelpers.type_tree(result) == expected_types  # as received back here
+
+
+def test_large_containers_keep_shared_parts_and_cycles(twin):
+    # A container of atoms only is pickled without memo; anything else keeps it.
+    inner = [1]
+    shared = [inner] * 1500 + ["atom"] * 1500
+    result = twin.execute(twinhelpers.echo, shared)
+    assert result == shared and result[0] is result[1499]
+    cyclic = {i: str(i) for i in range(2000)}
+    cyclic["self"] = cyclic
+    result = twin.execute(twinhelpers.echo, cyclic)
+    assert result["self"] is result and result[1999] == "1999"
+    repeated = "x" * 100
+    result = twin.execute(twinhelpers.echo, [repeated] * 2000)
+    assert result == [repeated] * 2000
 
 
 def test_packed_floats_keep_their_bits(twin):
