@@ -13,6 +13,8 @@ use pyo3::types::{
     PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple,
 };
 use std::cell::{Cell, RefCell};
+use std::ops::RangeInclusive;
+use std::sync::OnceLock;
 
 /// Values whose containers nest deeper than this are pickled as a whole, which
 /// keeps decoding bounded (`Value::MAX_DEPTH`) and self-references intact.
@@ -392,6 +394,33 @@ fn big_int_to_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 
 /// Converts a value received from `twin` into a Python object.
 /// `twin` names the sender, for error messages only (computed when needed).
+/// The ints [`small_int`] keeps.
+const SMALL_INTS: RangeInclusive<i64> = -5..=1024;
+
+/// A shared Python int for `i` if it is in [`SMALL_INTS`]. PyPy makes every
+/// int handed to it through cpyext anew, an allocation plus a link to a PyPy
+/// object: in a profile of a PyPy twin in the callback bounce, making the one
+/// int argument cost as much as calling the function. CPython keeps such a
+/// cache of its own (-5 to 256); this one costs it nothing more.
+fn small_int(py: Python<'_>, i: i64) -> Option<Py<PyAny>> {
+    static SMALL: OnceLock<Vec<Py<PyAny>>> = OnceLock::new();
+    if !SMALL_INTS.contains(&i) {
+        return None;
+    }
+    // Filled with the GIL held and without releasing it, so no other thread
+    // can wait here for it meanwhile.
+    let ints = SMALL.get_or_init(|| {
+        SMALL_INTS
+            .map(|n| {
+                let Ok(obj) = n.into_pyobject(py);
+                obj.into_any().unbind()
+            })
+            .collect()
+    });
+    let at = usize::try_from(i - SMALL_INTS.start()).ok()?;
+    ints.get(at).map(|obj| obj.clone_ref(py))
+}
+
 pub(crate) fn to_python(
     py: Python<'_>,
     value: Value,
@@ -400,7 +429,10 @@ pub(crate) fn to_python(
     Ok(match value {
         Value::None => py.None(),
         Value::Bool(b) => PyBool::new(py, b).to_owned().into_any().unbind(),
-        Value::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
+        Value::Int(i) => match small_int(py, i) {
+            Some(obj) => obj,
+            None => i.into_pyobject(py)?.into_any().unbind(),
+        },
         Value::BigInt(bytes) => {
             let kwargs = PyDict::new(py);
             kwargs.set_item("signed", true)?;

@@ -85,6 +85,8 @@ ROUND_TRIP = [
     pytest.param([twinhelpers.Color.GREEN] + list(range(2000)), id="int-subclass-first"),
     pytest.param(list(range(2000)) + [1.5], id="ints-and-a-float"),
     pytest.param([0.5] * 2000 + [1], id="floats-and-an-int"),
+    # ints from -5 to 1024 are shared Python objects on the receiving side
+    pytest.param([-6, -5, -1, 0, 1, 255, 256, 1023, 1024, 1025, -(2**63), 2**63 - 1], id="ints-around-the-shared-ones"),
     # 1024 items or more, all atoms: pickled without memo on CPython
     pytest.param(["s", 1, 2.5, None, True, b"x", "a\ud800", BIG, -0.0] * 300, id="list-of-atoms"),
     pytest.param(tuple(["s", 7, b"b", None] * 300), id="tuple-of-atoms"),
