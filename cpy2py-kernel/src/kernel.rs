@@ -1417,11 +1417,6 @@ impl Kernel {
                 Some(mut buf) => {
                     let _ = self.watch(&master, false);
                     let mut runnable = Vec::new();
-                    // The next request is often there already (see `wait`):
-                    // read before polling.
-                    if let ReadResult::Gone = self.read_once(&master, &mut buf, &mut runnable) {
-                        runnable.clear();
-                    }
                     while runnable.is_empty() && !self.is_stopping() && !master.is_closed() {
                         waiter.clear();
                         match sys::poll2(master.fd(), Some(waiter.fd()), false, None) {
@@ -1880,21 +1875,10 @@ impl PendingCall {
                     duty.owed = false;
                     let _ = kernel.watch(&self.route, false);
                     let mut runnable = Vec::new();
-                    // Pinned to one CPU, the peer often ran on our send's
-                    // wake-up and the answer is there already (7 times in 10
-                    // in a bare socketpair ping-pong here): read before
-                    // polling, which saves the poll's syscall then and costs
-                    // a recv that finds nothing otherwise.
-                    let mut optimistic = true;
                     // Until woken for something else, timed out, or done.
-                    while let Ok(ready) = if std::mem::take(&mut optimistic) {
-                        Ok(sys::Ready {
-                            first: true,
-                            second: false,
-                        })
-                    } else {
+                    while let Ok(ready) =
                         sys::poll2(self.route.fd(), Some(self.waiter.fd()), false, remaining)
-                    } {
+                    {
                         if ready.second {
                             self.waiter.consume();
                         }
