@@ -148,10 +148,16 @@ fn a_frame_owner_is_dropped_with_its_last_view_and_not_before() {
         Arc::clone(&dropped),
     );
     let decoded = FrameDecoder::default().decode_owned(owner).unwrap();
-    assert!(!dropped.load(Ordering::SeqCst), "a view still needs the frame");
+    assert!(
+        !dropped.load(Ordering::SeqCst),
+        "a view still needs the frame"
+    );
     let kept = decoded.clone();
     drop(decoded);
-    assert!(!dropped.load(Ordering::SeqCst), "a clone of the view remains");
+    assert!(
+        !dropped.load(Ordering::SeqCst),
+        "a clone of the view remains"
+    );
     assert_eq!(kept, value_envelope(Value::Bytes(big(1 << 16, 3))));
     drop(kept);
     assert!(dropped.load(Ordering::SeqCst), "the last view is gone");

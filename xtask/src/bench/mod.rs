@@ -386,7 +386,11 @@ fn rust_floors(options: &Options, rows: &[Json]) -> Vec<Json> {
     let mut out = Vec::new();
     // Bulk payloads also cross with the send buffer cpy2py's sockets ask for.
     let variants = sizes.into_iter().flat_map(|(payload, size)| {
-        let wide = if size > 1 { &[false, true][..] } else { &[false][..] };
+        let wide = if size > 1 {
+            &[false, true][..]
+        } else {
+            &[false][..]
+        };
         wide.iter().map(move |&wide| (payload, size, wide))
     });
     for (payload, size, wide) in variants {
