@@ -392,8 +392,6 @@ fn big_int_to_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     Ok(bytes.downcast::<PyBytes>()?.as_bytes().to_vec())
 }
 
-/// Converts a value received from `twin` into a Python object.
-/// `twin` names the sender, for error messages only (computed when needed).
 /// The ints [`small_int`] keeps.
 const SMALL_INTS: RangeInclusive<i64> = -5..=1024;
 
@@ -421,6 +419,8 @@ fn small_int(py: Python<'_>, i: i64) -> Option<Py<PyAny>> {
     ints.get(at).map(|obj| obj.clone_ref(py))
 }
 
+/// Converts a value received from `twin` into a Python object.
+/// `twin` names the sender, for error messages only (computed when needed).
 pub(crate) fn to_python(
     py: Python<'_>,
     value: Value,
