@@ -192,20 +192,25 @@ pub(crate) fn widen_send_buffer(fd: RawFd) -> io::Result<usize> {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     })?;
-    let mut granted: libc::c_int = 0;
+    send_buffer(fd)
+}
+
+/// The send buffer `fd` has (`SO_SNDBUF`, as Linux reports it: doubled).
+pub(crate) fn send_buffer(fd: RawFd) -> io::Result<usize> {
+    let mut size: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into the live c_int `granted`
+    // SAFETY: getsockopt writes at most `len` bytes into the live c_int `size`
     // and stores the written length in the live `len`.
     cvt(unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
             libc::SO_SNDBUF,
-            (&mut granted as *mut libc::c_int).cast(),
+            (&mut size as *mut libc::c_int).cast(),
             &mut len,
         )
     })?;
-    Ok(usize::try_from(granted).unwrap_or(0))
+    Ok(usize::try_from(size).unwrap_or(0))
 }
 
 /// A pipe whose both ends are close-on-exec: `(read, write)`.
@@ -322,7 +327,7 @@ mod tests {
         let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let default = {
             let (probe, _other) = std::os::unix::net::UnixStream::pair().unwrap();
-            widen_send_buffer_probe(probe.as_raw_fd())
+            send_buffer(probe.as_raw_fd()).expect("getsockopt")
         };
         let granted = widen_send_buffer(ours.as_raw_fd()).expect("setsockopt");
         assert!(granted > default, "granted {granted}, default {default}");
@@ -347,24 +352,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// The send buffer a fresh socket has.
-    fn widen_send_buffer_probe(fd: RawFd) -> usize {
-        let mut size: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: as in `widen_send_buffer`.
-        let ret = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&mut size as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(ret, 0);
-        size as usize
     }
 
     #[test]
