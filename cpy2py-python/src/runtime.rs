@@ -20,7 +20,7 @@ pub(crate) struct Runtime {
     /// `_runtime.proxy_ref` and `make_proxy`, present with TwinObject support.
     pub proxy_ref: Option<Py<PyAny>>,
     pub make_proxy: Option<Py<PyAny>>,
-    /// `cpy2py.proxy.TwinObject`, once that module exists.
+    /// `cpy2py.twinobject.TwinObject`, once that module exists.
     pub twin_object: Option<Py<PyAny>>,
     pub proxy_dropped: Py<PyAny>,
     pub partial: Py<PyAny>,
@@ -60,7 +60,7 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
         proxy_ref: get("proxy_ref").ok(),
         make_proxy: get("make_proxy").ok(),
         twin_object: py
-            .import("cpy2py.proxy")
+            .import("cpy2py.twinobject")
             .and_then(|m| m.getattr("TwinObject"))
             .ok()
             .map(Bound::unbind),

@@ -66,7 +66,7 @@ from .errors import (  # noqa: E402
 )
 from .function import twinfunction  # noqa: E402
 from .master import TwinMaster  # noqa: E402
-from .proxy import TwinObject, localmethod  # noqa: E402
+from .twinobject import TwinObject, localmethod  # noqa: E402
 
 __all__ = [
     "TwinMaster",

@@ -197,20 +197,20 @@ def _here() -> str:
 
 
 class _NoTwinObjects(object):
-    """Stands for TwinObject until :mod:`cpy2py.proxy` is imported."""
+    """Stands for TwinObject until :mod:`cpy2py.twinobject` is imported."""
 
 
-#: ``cpy2py.proxy.TwinObject`` (set by :func:`_install_twin_objects`).
+#: ``cpy2py.twinobject.TwinObject`` (set by :func:`_install_twin_objects`).
 _TWIN_OBJECT: type = _NoTwinObjects
 #: Type of the methods of proxies not known to their proxy class
-#: (``cpy2py.proxy._RemoteMethod``).
+#: (``cpy2py.twinobject._RemoteMethod``).
 _REMOTE_METHOD: type = _NoTwinObjects
-#: Proxy class -> the user's class it stands for; filled by :mod:`cpy2py.proxy`.
+#: Proxy class -> the user's class it stands for; filled by :mod:`cpy2py.twinobject`.
 _PROXY_NATIVE: Dict[type, type] = {}
 
 
 def _no_proxies(*args: Any) -> Any:
-    raise errors.CPy2PyException("cpy2py.proxy is not imported: no TwinObject support")
+    raise errors.CPy2PyException("cpy2py.twinobject is not imported: no TwinObject support")
 
 
 _new_proxy: Any = _no_proxies
@@ -218,7 +218,7 @@ _method_of: Any = _no_proxies
 
 
 def _install_twin_objects(twin_object: type, new_proxy: Any, method_of: Any, remote_method: type) -> None:
-    """Called once by :mod:`cpy2py.proxy`: the TwinObject base class, the proxy
+    """Called once by :mod:`cpy2py.twinobject`: the TwinObject base class, the proxy
     factory ``new_proxy(cls, owner, object_id)``, ``method_of(obj, name)`` for
     methods in pickles, and the type of remote methods."""
     global _TWIN_OBJECT, _new_proxy, _method_of, _REMOTE_METHOD

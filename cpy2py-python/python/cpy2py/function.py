@@ -1,4 +1,4 @@
-"""Functions pinned to a twinterpreter (:func:`twinfunction`) and :func:`localmethod`."""
+"""Functions pinned to a twinterpreter: :func:`twinfunction`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Callable, TypeVar
 from . import _native, errors, kernel_state
 from .master import _forget_peer, _peer_for
 
-__all__ = ["twinfunction", "localmethod"]
+__all__ = ["twinfunction"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -18,14 +18,19 @@ _native_call = _native.call
 def twinfunction(twinterpreter_id: str) -> Callable[[F], F]:
     """Decorator: the function always runs in the twinterpreter ``twinterpreter_id``.
 
-    Called in that twinterpreter, it runs directly. Called anywhere else, the call is
-    sent there (arguments and result by value) and waits for the result; in the
-    master, the twin is started on first use unless ``CPY2PY_NOAUTO`` is set. Use
-    ``kernel_state.MASTER_ID`` to pin a function to the master.
+    In that twinterpreter the decorator returns the function itself (marked with
+    ``__twin_id__``), as cpy2py 0.17 did. Anywhere else it returns a wrapper (with
+    the function's ``__name__``, ``__doc__``, ``__module__``, ``__qualname__``,
+    ``__annotations__``, and the function as ``__wrapped__``) whose calls are sent
+    there (arguments and result by value) and wait for the result; in the master,
+    the twin is started on first use unless it was started or stopped explicitly or
+    ``CPY2PY_NOAUTO`` is set. Use ``kernel_state.MASTER_ID`` to pin a function to
+    the master.
 
     The function must be reachable by name (defined at module level, or as a method
     of a module-level class): the decorated name travels by reference and, on the
-    other side, resolves to the same decorated function, which then runs locally.
+    other side, resolves to that interpreter's decorated function, which is the
+    plain function in its own twinterpreter.
 
     ::
 
@@ -40,10 +45,12 @@ def twinfunction(twinterpreter_id: str) -> Callable[[F], F]:
         )
 
     def decorator(func: F) -> F:
+        func.__twin_id__ = twinterpreter_id  # type: ignore[attr-defined]
+        if kernel_state.TWIN_ID == twinterpreter_id:
+            return func
+
         @functools.wraps(func)
         def twin_function(*args: Any, **kwargs: Any) -> Any:
-            if kernel_state.TWIN_ID == twinterpreter_id:
-                return func(*args, **kwargs)
             peer = _peer_for(twinterpreter_id)
             try:
                 # no empty dict: on PyPy every dict passed to C goes through cpyext
@@ -52,14 +59,6 @@ def twinfunction(twinterpreter_id: str) -> Callable[[F], F]:
                 _forget_peer(twinterpreter_id)
                 raise
 
-        twin_function.__twin_id__ = twinterpreter_id  # type: ignore[attr-defined]
         return twin_function  # type: ignore[return-value]
 
     return decorator
-
-
-def localmethod(func: F) -> F:
-    """Mark a method of a TwinObject to run in the caller's interpreter instead of the
-    object's native twin (a marker; TwinObject honours it)."""
-    func.__cpy2py_local__ = True  # type: ignore[attr-defined]
-    return func

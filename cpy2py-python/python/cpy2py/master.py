@@ -17,6 +17,7 @@ import threading
 from typing import Any, Dict, Optional
 
 from . import _native, _runtime, errors, kernel_state
+from .group_state import TWIN_GROUP_STATE
 
 __all__ = ["TwinMaster"]
 
@@ -194,7 +195,12 @@ class TwinMaster(object):
                 return
             if twin_id == kernel_state.MASTER_ID:
                 del self._store[twin_id]
-                raise ValueError("twinterpreter_id %r is the master's own id" % (twin_id,))
+                raise ValueError(
+                    "twinterpreter_id %r is the master's own id (kernel_state.MASTER_ID: the "
+                    "basename of sys.executable, or %s): give the twin another id, e.g. "
+                    "TwinMaster(%r, twinterpreter_id=%r)"
+                    % (twin_id, kernel_state.TWIN_ID_ENV, executable, twin_id + "-twin")
+                )
             if kernel is not None or ipyc is not None:
                 _log.debug(
                     "TwinMaster(%r): kernel=%r and ipyc=%r have no effect (one kernel for all)",
@@ -214,6 +220,9 @@ class TwinMaster(object):
             self._peer: Optional[int] = None
             self._ended: Optional[str] = None
             self._destroyed = False
+            # started or stopped by start()/stop(): never started on demand again
+            self._managed = False
+            self._booting = False
             self._initialized = True
 
     # -- state --------------------------------------------------------------------
@@ -249,14 +258,31 @@ class TwinMaster(object):
     def start(self) -> bool:
         """Start the twin unless it is alive; returns True (it is alive).
 
-        After :meth:`stop` or a crash, starts a fresh twin. Raises
-        :class:`~cpy2py.errors.TwinterpeterUnavailable` when the executable cannot be
-        started or does not complete the handshake (e.g. cpy2py is not installed in
-        it), with the reason and the twin's stderr.
+        After :meth:`stop` or a crash, starts a fresh twin. Runs the group's
+        initializers and finalizers in it (``kernel_state.TWIN_GROUP_STATE``) before
+        returning. Raises :class:`~cpy2py.errors.TwinterpeterUnavailable` when the
+        executable cannot be started or does not complete the handshake (e.g. cpy2py
+        is not installed in it), with the reason and the twin's stderr, or when an
+        initializer or finalizer raises there.
+
+        A twin started (or stopped) this way is never started implicitly: once it
+        ends, using its classes and twinfunctions raises until ``start()`` is called
+        again.
         """
         if not kernel_state.is_master():
             return self._start_from_twin()
         with self._lock:
+            self._managed = True
+            return self._start()
+
+    def _start(self) -> bool:
+        with self._lock:
+            if self._booting:
+                raise errors.TwinterpeterUnavailable(
+                    "twinterpreter %r is starting: its initializers and finalizers cannot "
+                    "call into it" % (self.twinterpreter_id,),
+                    twin_id=self.twinterpreter_id,
+                )
             if self._destroyed:
                 raise RuntimeError("TwinMaster %r was destroyed; create a new one" % (self.twinterpreter_id,))
             peer = self._peer
@@ -266,7 +292,11 @@ class TwinMaster(object):
                 self._reap(peer, grace=0.0)
             _ensure_master()
             executable = _find_executable(self.executable)
-            env = {CONFIG_ENV: json.dumps(self._twin_config())}
+            env = {
+                CONFIG_ENV: json.dumps(self._twin_config()),
+                kernel_state.TWIN_ID_ENV: self.twinterpreter_id,
+                kernel_state.MASTER_ID_ENV: kernel_state.MASTER_ID,
+            }
             _log.debug("starting twinterpreter %r: %s -m cpy2py.twin", self.twinterpreter_id, executable)
             peer = _native.spawn(
                 self.twinterpreter_id,
@@ -276,8 +306,17 @@ class TwinMaster(object):
                 None,
                 float(self.startup_timeout),
             )
-            self._peer = peer
             self._ended = None
+            self._booting = True
+            try:
+                TWIN_GROUP_STATE._boot(self.twinterpreter_id, peer)
+            except BaseException:
+                TWIN_GROUP_STATE._leave(self.twinterpreter_id, peer)
+                self._reap(peer, grace=0.0)
+                raise
+            finally:
+                self._booting = False
+            self._peer = peer
             _log.info(
                 "started twinterpreter %r (peer %d, pid %d)",
                 self.twinterpreter_id,
@@ -345,14 +384,17 @@ class TwinMaster(object):
         if not kernel_state.is_master():
             return self.is_alive
         with self._lock:
+            self._managed = True
             peer = self._peer
             if peer is None:
                 return False
             self._peer = None
             self._reap(peer, grace)
+            self._ended = "stopped, %s" % (self._ended,)
             return False
 
     def _reap(self, peer: int, grace: float) -> None:
+        TWIN_GROUP_STATE._leave(self.twinterpreter_id, peer)
         try:
             ended: Optional[str] = _native.stop(peer, float(grace))
         except KeyError:  # the kernel no longer knows it
@@ -421,6 +463,26 @@ class TwinMaster(object):
             twin_id=self.twinterpreter_id,
         )
 
+    def _peer_on_demand(self) -> int:
+        """The twin's peer, starting it if it never ran under this master (in the
+        master, for a call that needs it)."""
+        with self._lock:  # a start() in another thread completes first
+            peer = self._peer
+            if peer is not None and _native.is_connected(peer):
+                return peer
+            if self._booting:
+                self._start()  # raises: the twin's own boot cannot wait for itself
+            if peer is not None:
+                self._reap(peer, grace=0.0)  # it ended: say how
+            if self._managed or self._ended is not None:
+                raise self._unavailable()
+            _refuse_implicit_start(self.twinterpreter_id)
+            _log.debug("starting twinterpreter %r on demand", self.twinterpreter_id)
+            self._start()
+            peer = self._peer
+            assert peer is not None, "_start() sets the peer or raises"
+            return peer
+
     # -- protocols ----------------------------------------------------------------
 
     def __enter__(self) -> "TwinMaster":
@@ -472,20 +534,10 @@ def _peer_for(twin_id: str) -> int:
             # call per call); a twin that died is closed once its EOF is read
             if peer is not None and _native.is_connected(peer):
                 return peer
-        if os.environ.get(NOAUTO_ENV):
-            raise errors.TwinterpeterUnavailable(
-                "twinterpreter %r is not running and %s forbids starting it implicitly"
-                % (twin_id, NOAUTO_ENV),
-                twin_id=twin_id,
-            )
-        if master is None:
+        else:
+            _refuse_implicit_start(twin_id)
             master = TwinMaster(twinterpreter_id=twin_id)
-        _log.debug("starting twinterpreter %r on demand", twin_id)
-        master.start()
-        peer = master._peer
-        if peer is None:  # stopped concurrently
-            raise master._unavailable()
-        return peer
+        return master._peer_on_demand()
     if twin_id == kernel_state.MASTER_ID:
         return _native.MASTER_PEER
     peer = _twin_peers.get(twin_id)
@@ -493,6 +545,14 @@ def _peer_for(twin_id: str) -> int:
         peer = _native_call(_native.MASTER_PEER, _runtime.lookup_twin, (twin_id,), {})
         _twin_peers[twin_id] = peer
     return peer
+
+
+def _refuse_implicit_start(twin_id: str) -> None:
+    if os.environ.get(NOAUTO_ENV):
+        raise errors.TwinterpeterUnavailable(
+            "twinterpreter %r is not running and %s forbids starting it implicitly" % (twin_id, NOAUTO_ENV),
+            twin_id=twin_id,
+        )
 
 
 def _forget_peer_number(peer: int) -> None:

@@ -33,7 +33,7 @@ def _read_config() -> Dict[str, Any]:
         return {
             "version": CONFIG_VERSION,
             "twin_id": os.environ["CPY2PY_TWIN_ID"],
-            "master_id": os.environ.get("CPY2PY_MASTER_NAME") or kernel_state.DEFAULT_MASTER_ID,
+            "master_id": os.environ.get("CPY2PY_MASTER_NAME") or "host",
         }
     if raw is None:
         raise SystemExit(

@@ -105,7 +105,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from . import _native, _runtime, errors, kernel_state
 from .master import _forget_peer, _peer_for
 
-__all__ = ["TwinObject", "TwinMeta", "localmethod"]
+__all__ = ["TwinObject", "TwinMeta", "InstanceProxy", "localmethod"]
 
 
 def _unsupported(name: str) -> Callable[..., Any]:
@@ -362,10 +362,12 @@ class TwinMeta(type):
 
     def __new__(mcs, name: str, bases: Tuple[type, ...], namespace: Dict[str, Any], **kwargs: Any) -> Any:
         twin_id = namespace.get("__twin_id__")
-        if twin_id is not None and not isinstance(twin_id, str):
+        if twin_id is not None and not isinstance(twin_id, (str, _MasterId)):
             raise TypeError(
                 "__twin_id__ of %s must be a twinterpreter id (str) or None, not %r" % (name, twin_id)
             )
+        if "__twin_id__" in namespace and twin_id is None:
+            namespace = dict(namespace, __twin_id__=_MASTER_ID)  # reads as the master's id
         cls = super().__new__(mcs, name, bases, namespace, **kwargs)
         if "_cpy2py_proxy_of" in namespace or _TwinObject is None:
             return cls  # a proxy class, or TwinObject itself
@@ -429,21 +431,54 @@ class TwinMeta(type):
 _TwinObject: Optional[type] = None
 
 
+class _MasterId(object):
+    """``TwinObject.__twin_id__``: the master's id, read when asked (a twin learns
+    it at start), on the class and on instances, as in cpy2py 0.17."""
+
+    __slots__ = ()
+
+    def __get__(self, obj: Any, owner: Optional[type] = None) -> str:
+        return kernel_state.MASTER_ID
+
+    def __repr__(self) -> str:
+        return "<the master's id, kernel_state.MASTER_ID>"
+
+
 class TwinObject(metaclass=TwinMeta):
     """Base class of objects that live in one interpreter and are proxied elsewhere.
 
     Set ``__twin_id__`` to the id of the interpreter the instances live in; without
-    it they live in the master. See the module :mod:`cpy2py.proxy` for what proxies
-    forward.
+    it (or with None) they live in the master, and ``__twin_id__`` reads as
+    ``kernel_state.MASTER_ID``. See the module :mod:`cpy2py.twinobject` for what
+    proxies forward.
     """
 
     __slots__ = ()
 
-    #: Id of the interpreter instances live in; None: the master.
-    __twin_id__: Optional[str] = None
+    #: Id of the interpreter instances live in: the master's unless a subclass says.
+    __twin_id__: Any = _MasterId()
+
+
+_MASTER_ID = vars(TwinObject)["__twin_id__"]
 
 
 _TwinObject = TwinObject
+
+
+class _ProxyCheck(type):
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return type(obj) in _NATIVE_OF
+
+    def __subclasscheck__(cls, subclass: Any) -> bool:
+        return subclass in _NATIVE_OF
+
+
+class InstanceProxy(metaclass=_ProxyCheck):
+    """Every proxy of a TwinObject is an instance of this class (``isinstance`` and
+    ``issubclass`` only: nothing derives from it), as in cpy2py 0.17's
+    ``cpy2py.proxy.proxy.InstanceProxy``. Native TwinObjects are not."""
+
+    __slots__ = ()
 
 
 # ------------------------------------------------------------------------- proxies
