@@ -52,20 +52,27 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod call;
+mod effects;
 mod error;
 mod handler;
 mod host;
 mod kernel;
+mod lifecycle;
 mod peer;
-mod pending;
+mod pool;
+mod proto;
+mod reader;
+mod serve;
 mod spawn;
 mod sys;
 mod waiter;
 
+pub use crate::call::PendingCall;
 pub use crate::error::{CallError, KernelError};
 pub use crate::handler::{Handler, RequestContext};
 pub use crate::host::{Host, HostBuilder, HostError, HostFunction, RemoteObject, Returned, Twin};
-pub use crate::kernel::{Kernel, KernelConfig, LocalInfo, PendingCall, Role};
-pub use crate::pending::Callback;
+pub use crate::kernel::{Kernel, KernelConfig, LocalInfo, PeerInfo, Role};
+pub use crate::proto::Callback;
 pub use crate::spawn::{ENV_FD, ENV_MASTER_NAME, ENV_STDERR_FD, ENV_TWIN_ID, TwinInfo, TwinSpec};
 pub use cpy2py_wire as wire;

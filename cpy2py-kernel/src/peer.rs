@@ -1,8 +1,6 @@
 //! One connected peer: its socket, read buffer, write lock and process.
 
-use cpy2py_wire::{
-    Envelope, FrameDecoder, HEADER_LEN, Hello, PeerId, Splice, WireError, peek_route,
-};
+use cpy2py_wire::{FrameDecoder, HEADER_LEN, Hello, PeerId, Splice, WireError, peek_route};
 use std::io::{self, IoSlice, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -10,6 +8,7 @@ use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use crate::proto::Incoming;
 use crate::sys;
 use crate::waiter::Waiter;
 
@@ -93,21 +92,6 @@ pub(crate) struct ReadBuf {
     /// A frame of at least `BIG_FRAME` bytes being read, and its whole length.
     /// While it is incomplete, reads go into it and `buf` is empty.
     big: Option<(Vec<u8>, usize)>,
-}
-
-/// A frame taken from a peer's stream.
-pub(crate) enum Incoming {
-    /// Addressed to this process.
-    Local(Envelope),
-    /// Addressed to another peer: the whole frame, to forward undecoded.
-    Forward {
-        /// Claimed sender.
-        src: PeerId,
-        /// Destination.
-        dst: PeerId,
-        /// Header and body.
-        frame: Vec<u8>,
-    },
 }
 
 impl ReadBuf {

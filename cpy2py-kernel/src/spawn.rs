@@ -4,9 +4,10 @@
 use crate::error::KernelError;
 use crate::handler::Handler;
 use crate::kernel::{Kernel, KernelConfig, LocalInfo, Role};
-use crate::peer::{Incoming, Peer, ReadBuf, lock, write_all_fd};
+use crate::peer::{Peer, ReadBuf, lock, write_all_fd};
+use crate::proto::{Incoming, check_hello, hello};
 use crate::sys;
-use cpy2py_wire::{Envelope, FrameDecoder, Hello, Message, PROTOCOL_VERSION, PeerId, encode_frame};
+use cpy2py_wire::{Envelope, FrameDecoder, Hello, Message, PeerId, encode_frame};
 use std::ffi::OsString;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -128,18 +129,6 @@ pub(crate) fn reap(child: &mut Child, grace: Duration) -> String {
     }
 }
 
-fn hello(kernel_local: &LocalInfo, peer: PeerId) -> Hello {
-    Hello {
-        protocol: PROTOCOL_VERSION,
-        peer,
-        twin_id: kernel_local.name.clone(),
-        pid: sys::getpid(),
-        interpreter: kernel_local.interpreter.clone(),
-        version: kernel_local.version.clone(),
-        pickle_protocol: kernel_local.pickle_protocol,
-    }
-}
-
 fn send_hello(stream: &UnixStream, src: PeerId, dst: PeerId, hello: Hello) -> io::Result<()> {
     let mut buf = Vec::new();
     let envelope = Envelope {
@@ -211,37 +200,6 @@ fn read_hello(
             Err(e) => return Err(HelloError::Bad(e.to_string())),
         }
     }
-}
-
-/// Checks the peer's Hello; returns it.
-fn check_hello(
-    envelope: Envelope,
-    expect_peer: Option<PeerId>,
-    expect_name: Option<&str>,
-) -> Result<Hello, String> {
-    let Message::Hello(hello) = envelope.message else {
-        return Err("the first message was not Hello".into());
-    };
-    if hello.protocol != PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version {} is not ours ({PROTOCOL_VERSION}); install the same cpy2py version in both interpreters",
-            hello.protocol
-        ));
-    }
-    if let Some(peer) = expect_peer {
-        if hello.peer != peer || envelope.src != peer {
-            return Err(format!("expected peer {peer}, got {}", hello.peer));
-        }
-    }
-    if let Some(name) = expect_name {
-        if hello.twin_id != name {
-            return Err(format!(
-                "expected twin id {name:?}, got {:?}",
-                hello.twin_id
-            ));
-        }
-    }
-    Ok(hello)
 }
 
 /// Reads what a twin wrote to stderr before it redirected it (non-blocking).
@@ -424,7 +382,7 @@ impl Kernel {
                 &ours,
                 PeerId::MASTER,
                 peer_id,
-                hello(&self.shared.local, peer_id),
+                hello(&self.shared.local, peer_id, sys::getpid()),
             )
         };
         if let Err(source) = setup() {
@@ -488,7 +446,7 @@ impl Kernel {
             Ok(hello) => hello,
             Err(reason) => {
                 kill(&mut started);
-                return Err(handshake_error(reason, stderr(&started)));
+                return Err(handshake_error(reason.to_string(), stderr(&started)));
             }
         };
         let info = TwinInfo {
@@ -581,7 +539,7 @@ impl Kernel {
         let master_hello =
             check_hello(envelope, None, None).map_err(|reason| KernelError::Handshake {
                 peer: "master".into(),
-                reason,
+                reason: reason.to_string(),
             })?;
         let me = master_hello.peer;
         let kernel = Kernel::build(
@@ -592,8 +550,13 @@ impl Kernel {
             config,
             handler,
         )?;
-        send_hello(&stream, me, PeerId::MASTER, hello(&kernel.shared.local, me))
-            .map_err(io_err("sending the handshake"))?;
+        send_hello(
+            &stream,
+            me,
+            PeerId::MASTER,
+            hello(&kernel.shared.local, me, sys::getpid()),
+        )
+        .map_err(io_err("sending the handshake"))?;
         let master = Arc::new(Peer::new(PeerId::MASTER, master_hello, stream, buf));
         kernel.insert_peer(master)?;
         tracing::debug!(twin = %kernel.name(), peer = me.0, "connected to the master");

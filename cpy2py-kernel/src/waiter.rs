@@ -1,22 +1,15 @@
 //! Per-thread state: the eventfd that wakes a thread blocked in the kernel, the
 //! requests handed to it (reentrant callbacks), and the chain it is on.
 
+use crate::proto::Inbound;
 use crate::sys;
-use cpy2py_wire::{ChainId, PeerId, Request};
+use cpy2py_wire::{ChainId, PeerId};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-
-/// A request addressed to this process, with the peer it came from.
-pub(crate) struct Inbound {
-    /// The sending peer (where the reply goes).
-    pub src: PeerId,
-    /// The request.
-    pub request: Request,
-}
 
 /// What a thread blocked in the kernel can be woken for.
 pub(crate) struct Waiter {

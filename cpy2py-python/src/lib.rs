@@ -302,7 +302,7 @@ fn exit_status(py: Python<'_>, peer: u32) -> PyResult<Option<String>> {
 fn twin_pid(py: Python<'_>, peer: u32) -> PyResult<u32> {
     kernel(py)?
         .peer_info(PeerId(peer))
-        .map(|i| i.3)
+        .map(|i| i.pid)
         .ok_or_else(|| PyKeyError::new_err(format!("no twin peer#{peer} is connected")))
 }
 
@@ -311,7 +311,7 @@ fn twin_pid(py: Python<'_>, peer: u32) -> PyResult<u32> {
 fn peer_info(py: Python<'_>, peer: u32) -> PyResult<(String, String, String)> {
     kernel(py)?
         .peer_info(PeerId(peer))
-        .map(|i| (i.0, i.1, i.2))
+        .map(|i| (i.twin_id, i.interpreter, i.version))
         .ok_or_else(|| PyKeyError::new_err(format!("no twin peer#{peer} is connected")))
 }
 

@@ -1,38 +1,37 @@
 //! Requests in flight: a slab of slots with generations, so that a late reply
-//! can never complete a newer request that reused the slot.
+//! can never complete a newer request that reused the slot. Generic over `W`,
+//! the handle of a thread waiting for its reply (the shell's `Arc<Waiter>`).
 
 use crate::error::CallError;
-use crate::waiter::Waiter;
 use cpy2py_wire::{Outcome, PeerId, RequestId};
 use slab::Slab;
-use std::sync::Arc;
 
 /// A function that receives a request's result on the thread that read it.
 pub type Callback = Box<dyn FnOnce(Result<Outcome, CallError>) + Send + 'static>;
 
 /// How the requester wants to learn of the result.
-pub(crate) enum Completion {
+pub(crate) enum Completion<W> {
     /// A thread blocked in [`crate::PendingCall::wait`]: store the result and wake it.
-    Thread(Arc<Waiter>),
+    Thread(W),
     /// Call this function with the result.
     Callback(Callback),
 }
 
-enum State {
-    Waiting(Completion),
+enum State<W> {
+    Waiting(Completion<W>),
     Done(Result<Outcome, CallError>),
 }
 
-struct Slot {
+struct Slot<W> {
     generation: u32,
     dst: PeerId,
-    state: State,
+    state: State<W>,
 }
 
 /// What completing a request asks the caller to do (outside the table's lock).
-pub(crate) enum Completed {
+pub(crate) enum Completed<W> {
     /// The result was stored; wake this thread.
-    Wake(Arc<Waiter>),
+    Wake(W),
     /// Run this callback with this result.
     Deliver(Callback, Result<Outcome, CallError>),
     /// The id is unknown or stale (abandoned or already completed): drop it.
@@ -40,15 +39,23 @@ pub(crate) enum Completed {
 }
 
 /// The table of requests in flight from this peer.
-#[derive(Default)]
-pub(crate) struct PendingTable {
-    slots: Slab<Slot>,
+pub(crate) struct PendingTable<W> {
+    slots: Slab<Slot<W>>,
     generations: Vec<u32>,
 }
 
-impl PendingTable {
+impl<W> Default for PendingTable<W> {
+    fn default() -> Self {
+        PendingTable {
+            slots: Slab::new(),
+            generations: Vec::new(),
+        }
+    }
+}
+
+impl<W: Clone> PendingTable<W> {
     /// Registers a request to `dst` and returns its id.
-    pub(crate) fn insert(&mut self, dst: PeerId, completion: Completion) -> RequestId {
+    pub(crate) fn insert(&mut self, dst: PeerId, completion: Completion<W>) -> RequestId {
         let index = self.slots.vacant_key();
         if self.generations.len() <= index {
             self.generations.resize(index + 1, 0);
@@ -67,7 +74,7 @@ impl PendingTable {
         }
     }
 
-    fn slot_mut(&mut self, id: RequestId) -> Option<&mut Slot> {
+    fn slot_mut(&mut self, id: RequestId) -> Option<&mut Slot<W>> {
         self.slots
             .get_mut(id.index as usize)
             .filter(|slot| slot.generation == id.generation)
@@ -78,14 +85,14 @@ impl PendingTable {
         &mut self,
         id: RequestId,
         result: Result<Outcome, CallError>,
-    ) -> Completed {
+    ) -> Completed<W> {
         let Some(slot) = self.slot_mut(id) else {
             return Completed::Stale;
         };
         match &slot.state {
             State::Done(_) => Completed::Stale,
             State::Waiting(Completion::Thread(waiter)) => {
-                let waiter = Arc::clone(waiter);
+                let waiter = waiter.clone();
                 slot.state = State::Done(result);
                 Completed::Wake(waiter)
             }
@@ -133,11 +140,24 @@ impl PendingTable {
         &mut self,
         dst: PeerId,
         make: impl Fn() -> CallError,
-    ) -> Vec<Completed> {
+    ) -> Vec<Completed<W>> {
+        self.fail_where(|slot_dst| slot_dst == dst, make)
+    }
+
+    /// Completes every waiting request with the error `make()`.
+    pub(crate) fn fail_all(&mut self, make: impl Fn() -> CallError) -> Vec<Completed<W>> {
+        self.fail_where(|_| true, make)
+    }
+
+    fn fail_where(
+        &mut self,
+        to: impl Fn(PeerId) -> bool,
+        make: impl Fn() -> CallError,
+    ) -> Vec<Completed<W>> {
         let ids: Vec<RequestId> = self
             .slots
             .iter()
-            .filter(|(_, slot)| slot.dst == dst && matches!(slot.state, State::Waiting(_)))
+            .filter(|(_, slot)| to(slot.dst) && matches!(slot.state, State::Waiting(_)))
             .map(|(index, slot)| RequestId {
                 index: index as u32,
                 generation: slot.generation,
@@ -146,16 +166,6 @@ impl PendingTable {
         ids.into_iter()
             .map(|id| self.complete(id, Err(make())))
             .collect()
-    }
-
-    /// Completes every waiting request with the error `make()`.
-    pub(crate) fn fail_all(&mut self, make: impl Fn() -> CallError) -> Vec<Completed> {
-        let dsts: Vec<PeerId> = self.slots.iter().map(|(_, slot)| slot.dst).collect();
-        let mut out = Vec::new();
-        for dst in dsts {
-            out.extend(self.fail_peer(dst, &make));
-        }
-        out
     }
 
     /// Number of requests in flight or with an untaken result.
@@ -168,10 +178,11 @@ impl PendingTable {
 mod tests {
     use super::*;
     use cpy2py_wire::Value;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
-    fn waiter() -> Arc<Waiter> {
-        Arc::new(Waiter::new().expect("eventfd"))
+    /// A thread, as the table sees it: any handle.
+    fn waiter() -> u32 {
+        7
     }
 
     fn ok(n: i64) -> Result<Outcome, CallError> {
@@ -180,7 +191,7 @@ mod tests {
 
     #[test]
     fn reply_is_stored_and_taken_once() {
-        let mut table = PendingTable::default();
+        let mut table = PendingTable::<u32>::default();
         let id = table.insert(PeerId(1), Completion::Thread(waiter()));
         assert!(table.take(id).is_none(), "no result before the reply");
         assert!(matches!(table.complete(id, ok(5)), Completed::Wake(_)));
@@ -194,7 +205,7 @@ mod tests {
 
     #[test]
     fn late_reply_cannot_land_on_a_reused_slot() {
-        let mut table = PendingTable::default();
+        let mut table = PendingTable::<u32>::default();
         let old = table.insert(PeerId(1), Completion::Thread(waiter()));
         table.abandon(old);
         let new = table.insert(PeerId(1), Completion::Thread(waiter()));
@@ -214,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_second_reply_is_stale() {
-        let mut table = PendingTable::default();
+        let mut table = PendingTable::<u32>::default();
         let id = table.insert(PeerId(1), Completion::Thread(waiter()));
         assert!(matches!(table.complete(id, ok(1)), Completed::Wake(_)));
         assert!(matches!(table.complete(id, ok(2)), Completed::Stale));
@@ -226,7 +237,7 @@ mod tests {
 
     #[test]
     fn callbacks_receive_the_result_and_free_the_slot() {
-        let mut table = PendingTable::default();
+        let mut table = PendingTable::<u32>::default();
         let seen = Arc::new(Mutex::new(None));
         let sink = Arc::clone(&seen);
         let id = table.insert(
@@ -248,7 +259,7 @@ mod tests {
 
     #[test]
     fn peer_loss_fails_only_that_peers_requests() {
-        let mut table = PendingTable::default();
+        let mut table = PendingTable::<u32>::default();
         let a = table.insert(PeerId(1), Completion::Thread(waiter()));
         let b = table.insert(PeerId(2), Completion::Thread(waiter()));
         let c = table.insert(PeerId(1), Completion::Thread(waiter()));
