@@ -20,6 +20,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -169,8 +170,8 @@ impl Kernel {
         let unattended =
             crate::sys::Timer::new().map_err(io_err("creating the unattended timer"))?;
         for (timer, token) in [
-            (serve.timer_fd(), SERVE_TIMER),
-            (unattended.fd(), UNATTENDED_TIMER),
+            (serve.timer_fd().as_raw_fd(), SERVE_TIMER),
+            (unattended.fd().as_raw_fd(), UNATTENDED_TIMER),
         ] {
             poll.registry()
                 .register(&mut SourceFd(&timer), token, Interest::READABLE)
@@ -348,10 +349,12 @@ impl Kernel {
     }
 
     /// The socket a frame for `dst` is written to: `dst` itself in the
-    /// master, the master in a twin.
+    /// master, the master in a twin. Without taking the core's lock (a reply
+    /// takes this path): a socket that is in the table and not closed belongs
+    /// to a peer the core knows, since the shell marks it closed before it
+    /// tells the core.
     pub(crate) fn route(&self, dst: PeerId) -> Result<Arc<Peer>, CallError> {
-        let hop = self.proto().route(dst)?;
-        self.open_peer(hop)
+        self.open_peer(proto::hop(self.shared.role, dst))
     }
 
     /// The socket of `hop`, which the core just said is connected.

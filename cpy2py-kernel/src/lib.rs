@@ -66,6 +66,7 @@ mod reader;
 mod serve;
 mod spawn;
 mod sys;
+mod transport;
 mod waiter;
 
 pub use crate::call::PendingCall;
@@ -75,4 +76,5 @@ pub use crate::host::{Host, HostBuilder, HostError, HostFunction, RemoteObject, 
 pub use crate::kernel::{Kernel, KernelConfig, LocalInfo, PeerInfo, Role};
 pub use crate::proto::Callback;
 pub use crate::spawn::{ENV_FD, ENV_MASTER_NAME, ENV_STDERR_FD, ENV_TWIN_ID, TwinInfo, TwinSpec};
+pub use crate::transport::{PipeTransport, SocketTransport, Transport};
 pub use cpy2py_wire as wire;

@@ -60,7 +60,7 @@ impl Kernel {
             return;
         }
         let _ = self.watch(peer, false);
-        let _ = peer.stream.shutdown(std::net::Shutdown::Both);
+        peer.transport.shutdown();
         let status = {
             let mut child = lock(&peer.child);
             match child.as_mut() {

@@ -1,15 +1,14 @@
 //! One connected peer: its socket, read buffer, write lock and process.
 
 use cpy2py_wire::{FrameDecoder, HEADER_LEN, Hello, PeerId, Splice, WireError, peek_route};
-use std::io::{self, IoSlice, Read};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::io::{self, IoSlice};
+use std::os::fd::BorrowedFd;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::proto::Incoming;
-use crate::sys;
+use crate::transport::{self, Transport};
 use crate::waiter::Waiter;
 
 /// Smallest free space kept at the end of the read buffer before a read.
@@ -104,11 +103,11 @@ impl ReadBuf {
         }
     }
 
-    /// Reads once from `stream`. `Ok(0)` is end of stream; `WouldBlock` means no
+    /// Reads once from `fd`. `Ok(0)` is end of stream; `WouldBlock` means no
     /// data now.
-    pub(crate) fn read_from(&mut self, mut stream: &UnixStream) -> io::Result<usize> {
+    pub(crate) fn read_from(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         if let Some((big, total)) = &mut self.big {
-            return read_into_spare(stream.as_raw_fd(), big, *total);
+            return read_into_spare(fd, big, *total);
         }
         if self.start == self.end {
             self.start = 0;
@@ -118,13 +117,13 @@ impl ReadBuf {
             self.make_room(READ_CHUNK);
         }
         loop {
-            match stream.read(&mut self.buf[self.end..]) {
+            match rustix::io::read(fd, &mut self.buf[self.end..]) {
                 Ok(n) => {
                     self.end += n;
                     return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -211,24 +210,21 @@ impl ReadBuf {
 }
 
 /// Reads from `fd` into the unused capacity of `big`, never past `total` bytes.
-fn read_into_spare(fd: RawFd, big: &mut Vec<u8>, total: usize) -> io::Result<usize> {
+fn read_into_spare(fd: BorrowedFd<'_>, big: &mut Vec<u8>, total: usize) -> io::Result<usize> {
     let want = total
         .saturating_sub(big.len())
         .min(big.capacity() - big.len());
     loop {
-        let spare = big.spare_capacity_mut();
-        // SAFETY: `spare` is writable memory of at least `want` bytes owned by
-        // `big`; recv writes at most `want` bytes into it.
-        let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), want, 0) };
-        if n >= 0 {
-            let n = n as usize;
-            // SAFETY: recv initialised the first `n` (<= `want`) spare bytes.
-            unsafe { big.set_len(big.len() + n) };
-            return Ok(n);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match rustix::io::read(fd, &mut big.spare_capacity_mut()[..want]) {
+            Ok((filled, _)) => {
+                let n = filled.len();
+                // SAFETY: read initialised the first `n` bytes of the spare
+                // capacity (`filled` is that prefix), and `n <= want` fits in it.
+                unsafe { big.set_len(big.len() + n) };
+                return Ok(n);
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -253,8 +249,8 @@ pub(crate) struct Peer {
     pub id: PeerId,
     /// Its handshake.
     pub hello: Hello,
-    /// The socket (non-blocking).
-    pub stream: UnixStream,
+    /// The byte stream both ways (non-blocking).
+    pub transport: Box<dyn Transport>,
     /// Read side: whoever holds this lock reads the socket.
     pub reader: Mutex<ReadBuf>,
     /// Serializes whole frames on the write side.
@@ -276,16 +272,16 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(id: PeerId, hello: Hello, stream: UnixStream, buf: ReadBuf) -> Self {
-        // Both ends do this, as both send large frames. A refusal only costs speed.
-        match sys::widen_send_buffer(stream.as_raw_fd()) {
-            Ok(granted) => tracing::debug!(peer = id.0, granted, "send buffer"),
-            Err(error) => tracing::debug!(peer = id.0, %error, "send buffer left as it was"),
-        }
+    pub(crate) fn new(
+        id: PeerId,
+        hello: Hello,
+        transport: Box<dyn Transport>,
+        buf: ReadBuf,
+    ) -> Self {
         Peer {
             id,
             hello,
-            stream,
+            transport,
             reader: Mutex::new(buf),
             writer: Mutex::new(()),
             watched: Mutex::new(false),
@@ -297,8 +293,9 @@ impl Peer {
         }
     }
 
-    pub(crate) fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
+    /// The fd its bytes are read from (and polled).
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.transport.read_fd()
     }
 
     pub(crate) fn twin_id(&self) -> &str {
@@ -311,8 +308,11 @@ impl Peer {
 
     /// Writes whole frames, waiting for the socket to drain when it is full.
     pub(crate) fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
         let _guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        write_all_fd(self.fd(), bytes)
+        transport::write_all(&*self.transport, &mut [IoSlice::new(bytes)])
     }
 
     /// Writes a frame encoded by `encode_frame_vectored`: the pieces of `head`
@@ -331,50 +331,8 @@ impl Peer {
         slices.push(IoSlice::new(&head[at..]));
         slices.retain(|s| !s.is_empty());
         let _guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        write_vectored_fd(self.fd(), &mut slices)
+        transport::write_all(&*self.transport, &mut slices)
     }
-}
-
-/// Most slices passed to one `sendmsg`: Linux's `IOV_MAX`.
-const IOV_MAX: usize = 1024;
-
-/// Writes all of `slices` to a non-blocking socket with as few `sendmsg` calls
-/// as the socket allows, polling while it is full. Uses `MSG_NOSIGNAL` so a
-/// closed peer is an error, not a SIGPIPE.
-fn write_vectored_fd(fd: RawFd, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    while !slices.is_empty() {
-        let count = slices.len().min(IOV_MAX);
-        // SAFETY: an all-zero msghdr is valid (no address, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        // IoSlice is ABI-compatible with iovec on Unix (documented by std);
-        // sendmsg only reads through the pointer.
-        msg.msg_iov = slices.as_mut_ptr().cast();
-        msg.msg_iovlen = count as _;
-        // SAFETY: `msg` points at `count` live IoSlices borrowed for this call.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            IoSlice::advance_slices(&mut slices, n as usize);
-            continue;
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => {}
-            io::ErrorKind::WouldBlock => {
-                sys::poll2(fd, None, true, None)?;
-            }
-            _ => return Err(err),
-        }
-    }
-    Ok(())
-}
-
-/// Writes all of `bytes` to a non-blocking socket, polling while it is full.
-/// Uses `MSG_NOSIGNAL` so a closed peer is an error, not a SIGPIPE.
-pub(crate) fn write_all_fd(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    write_vectored_fd(fd, &mut [IoSlice::new(bytes)])
 }
 
 /// Locks a mutex, ignoring poison: the kernel's state stays consistent because

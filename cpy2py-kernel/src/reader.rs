@@ -22,6 +22,7 @@ use mio::Interest;
 use mio::Token;
 use mio::unix::SourceFd;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -48,7 +49,7 @@ impl Kernel {
         if *watched == on || (on && peer.is_closed()) {
             return Ok(());
         }
-        let fd = peer.fd();
+        let fd = peer.fd().as_raw_fd();
         let token = Token(peer.id.0 as usize);
         if on {
             self.shared
@@ -70,7 +71,7 @@ impl Kernel {
         if peer.missed.swap(false, Ordering::AcqRel) && !peer.is_closed() {
             // The leader skipped an edge while we held the reader role: re-arm
             // so that data still unread raises a new event.
-            let fd = peer.fd();
+            let fd = peer.fd().as_raw_fd();
             let _ = self.shared.registry.reregister(
                 &mut SourceFd(&fd),
                 Token(peer.id.0 as usize),
@@ -167,7 +168,7 @@ impl Kernel {
         buf: &mut ReadBuf,
         runnable: &mut Vec<Inbound>,
     ) -> ReadResult {
-        match buf.read_from(&peer.stream) {
+        match buf.read_from(peer.fd()) {
             Ok(0) => {
                 self.close_peer(peer, None, false);
                 return ReadResult::Gone;

@@ -14,7 +14,7 @@ use cpy2py_wire::PeerId;
 use mio::Token;
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,7 +72,7 @@ impl ServeState {
     }
 
     /// The timer's fd, for the leader's poll.
-    pub(crate) fn timer_fd(&self) -> RawFd {
+    pub(crate) fn timer_fd(&self) -> BorrowedFd<'_> {
         self.watchdog.timer.fd()
     }
 

@@ -4,13 +4,14 @@
 use crate::error::KernelError;
 use crate::handler::Handler;
 use crate::kernel::{Kernel, KernelConfig, LocalInfo, Role};
-use crate::peer::{Peer, ReadBuf, lock, write_all_fd};
+use crate::peer::{Peer, ReadBuf, lock};
 use crate::proto::{Incoming, check_hello, hello};
 use crate::sys;
+use crate::transport::{self, SocketTransport, Transport};
 use cpy2py_wire::{Envelope, FrameDecoder, Hello, Message, PeerId, encode_frame};
 use std::ffi::OsString;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -105,31 +106,56 @@ fn spawner(kernel: &Kernel) -> io::Result<mpsc::Sender<SpawnJob>> {
 }
 
 /// Waits up to `grace` for `child` to exit, then kills it; always reaps it.
-/// Returns how it ended.
+/// Returns how it ended. Waits on the process's pidfd, which becomes readable
+/// when it exits (no sleep-and-retry).
 pub(crate) fn reap(child: &mut Child, grace: Duration) -> String {
-    let deadline = Instant::now() + grace;
-    let mut pause = Duration::from_micros(200);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return sys::describe_status(status),
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
+    if let Ok(Some(status)) = child.try_wait() {
+        return sys::describe_status(status);
+    }
+    let pidfd = rustix::process::Pid::from_raw(child.id() as i32)
+        .ok_or_else(|| io::Error::other("no pid"))
+        .and_then(|pid| {
+            Ok(rustix::process::pidfd_open(
+                pid,
+                rustix::process::PidfdFlags::empty(),
+            )?)
+        });
+    match pidfd {
+        // A child not yet reaped keeps its pid: the pidfd is this process's.
+        Ok(pidfd) => {
+            let deadline = Instant::now() + grace;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let exited = sys::poll2(pidfd.as_fd(), None, false, Some(left))
+                    .is_ok_and(|ready| ready.first);
+                if exited || left.is_zero() {
+                    break;
+                }
             }
-            Ok(None) => {
-                tracing::debug!(pid = child.id(), "twin did not exit in time; killing it");
-                let _ = child.kill();
-                return match child.wait() {
-                    Ok(status) => sys::describe_status(status),
-                    Err(e) => format!("could not be reaped: {e}"),
-                };
-            }
-            Err(e) => return format!("could not be reaped: {e}"),
         }
+        Err(error) => {
+            tracing::debug!(pid = child.id(), %error, "no pidfd; waiting by polling");
+            let deadline = Instant::now() + grace;
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    match child.try_wait() {
+        Ok(Some(status)) => sys::describe_status(status),
+        Ok(None) => {
+            tracing::debug!(pid = child.id(), "twin did not exit in time; killing it");
+            let _ = child.kill();
+            match child.wait() {
+                Ok(status) => sys::describe_status(status),
+                Err(e) => format!("could not be reaped: {e}"),
+            }
+        }
+        Err(e) => format!("could not be reaped: {e}"),
     }
 }
 
-fn send_hello(stream: &UnixStream, src: PeerId, dst: PeerId, hello: Hello) -> io::Result<()> {
+fn send_hello(transport: &dyn Transport, src: PeerId, dst: PeerId, hello: Hello) -> io::Result<()> {
     let mut buf = Vec::new();
     let envelope = Envelope {
         src,
@@ -137,7 +163,7 @@ fn send_hello(stream: &UnixStream, src: PeerId, dst: PeerId, hello: Hello) -> io
         message: Message::Hello(hello),
     };
     encode_frame(&envelope, &mut buf).map_err(io::Error::other)?;
-    write_all_fd(stream.as_raw_fd(), &buf)
+    transport::write_all(transport, &mut [IoSlice::new(&buf)])
 }
 
 /// Why reading the peer's Hello failed.
@@ -151,7 +177,7 @@ enum HelloError {
 /// Reads one Hello from a non-blocking stream, giving up at `deadline` or
 /// when `exited` reports the process gone.
 fn read_hello(
-    stream: &UnixStream,
+    transport: &dyn Transport,
     buf: &mut ReadBuf,
     decoder: &FrameDecoder,
     me: PeerId,
@@ -174,8 +200,8 @@ fn read_hello(
             return Err(HelloError::Timeout);
         }
         let slice = (deadline - now).min(Duration::from_millis(20));
-        match sys::poll2(stream.as_raw_fd(), None, false, Some(slice)) {
-            Ok(ready) if ready.first => match buf.read_from(stream) {
+        match sys::poll2(transport.read_fd(), None, false, Some(slice)) {
+            Ok(ready) if ready.first => match buf.read_from(transport.read_fd()) {
                 Ok(0) => {
                     return Err(match exited() {
                         Some(status) => HelloError::Exited(status),
@@ -204,18 +230,14 @@ fn read_hello(
 
 /// Reads what a twin wrote to stderr before it redirected it (non-blocking).
 fn read_stderr(pipe: &OwnedFd) -> String {
-    let _ = sys::set_nonblocking(pipe.as_raw_fd(), true);
-    // SAFETY: we borrow the fd for the duration of the reads; ManuallyDrop keeps
-    // the File from closing it.
-    let mut file =
-        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(pipe.as_raw_fd()) });
+    let _ = sys::set_nonblocking(pipe.as_fd(), true);
     let mut out = Vec::new();
     let mut chunk = [0u8; 8192];
     while out.len() < 64 * 1024 {
-        match file.read(&mut chunk) {
+        match rustix::io::read(pipe, &mut chunk) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(rustix::io::Errno::INTR) => continue,
             Err(_) => break,
         }
     }
@@ -242,7 +264,8 @@ impl Kernel {
         let io_err = |context| move |source| KernelError::Io { context, source };
         let (ours, theirs) = UnixStream::pair().map_err(io_err("creating a socketpair"))?;
         let (err_read, err_write) = sys::pipe().map_err(io_err("creating the stderr pipe"))?;
-        let our_stderr = sys::dup(2).map_err(io_err("duplicating stderr"))?;
+        let our_stderr =
+            sys::dup(std::io::stderr().as_fd()).map_err(io_err("duplicating stderr"))?;
         let peer_id = PeerId(
             self.shared
                 .next_peer
@@ -251,7 +274,7 @@ impl Kernel {
 
         let child_fd: RawFd = theirs.as_raw_fd();
         let stderr_fd: RawFd = our_stderr.as_raw_fd();
-        let parent = sys::getpid() as libc::pid_t;
+        let parent = sys::getpid();
         let mut command = Command::new(&spec.executable);
         command
             .args(&spec.args)
@@ -266,13 +289,15 @@ impl Kernel {
         if let Some(cwd) = &spec.cwd {
             command.current_dir(cwd);
         }
-        // SAFETY: the closure runs between fork and exec and only calls
-        // async-signal-safe functions (fcntl, prctl, getppid) on integers; it
-        // allocates nothing and takes no locks.
+        // SAFETY: the closure runs between fork and exec and only makes raw
+        // system calls (fcntl, prctl, getppid), which are async-signal-safe; it
+        // allocates nothing and takes no locks. The two fds it borrows are open
+        // in the child: they are `theirs` and `our_stderr`, alive in the parent
+        // until after the spawn (below), and fork copies them.
         unsafe {
             command.pre_exec(move || {
-                sys::clear_cloexec(child_fd)?;
-                sys::clear_cloexec(stderr_fd)?;
+                sys::clear_cloexec(BorrowedFd::borrow_raw(child_fd))?;
+                sys::clear_cloexec(BorrowedFd::borrow_raw(stderr_fd))?;
                 sys::die_with_parent(parent)
             });
         }
@@ -297,8 +322,9 @@ impl Kernel {
         let timeout = spec
             .startup_timeout
             .unwrap_or(self.shared.config.handshake_timeout);
+        let ours = SocketTransport::new(ours).map_err(io_err("configuring the socket"))?;
         let info = self.handshake(
-            ours,
+            Box::new(ours),
             peer_id,
             &spec.twin_id,
             &spec.executable,
@@ -316,6 +342,21 @@ impl Kernel {
     /// in another thread of this process, or started by the host itself) and
     /// completes the handshake. Its other end must go to [`Kernel::connect_stream`].
     pub fn attach(&self, stream: UnixStream, twin_id: &str) -> Result<TwinInfo, KernelError> {
+        let transport = SocketTransport::new(stream).map_err(|source| KernelError::Io {
+            context: "configuring the socket",
+            source,
+        })?;
+        self.attach_transport(Box::new(transport), twin_id)
+    }
+
+    /// Master: like [`Kernel::attach`], over any [`Transport`] (for example the
+    /// pipes of a child process that carries the stream to another host). The
+    /// other end must go to [`Kernel::connect_transport`].
+    pub fn attach_transport(
+        &self,
+        transport: Box<dyn Transport>,
+        twin_id: &str,
+    ) -> Result<TwinInfo, KernelError> {
         if self.role() != Role::Master {
             return Err(KernelError::NotATwin(
                 "only the master attaches twins".into(),
@@ -331,7 +372,7 @@ impl Kernel {
         );
         let timeout = self.shared.config.handshake_timeout;
         self.handshake(
-            stream,
+            transport,
             peer_id,
             twin_id,
             std::path::Path::new("<attached>"),
@@ -342,7 +383,7 @@ impl Kernel {
 
     fn handshake(
         &self,
-        ours: UnixStream,
+        ours: Box<dyn Transport>,
         peer_id: PeerId,
         twin_id: &str,
         path: &std::path::Path,
@@ -377,9 +418,8 @@ impl Kernel {
             })
         };
         let setup = || -> io::Result<()> {
-            sys::set_nonblocking(ours.as_raw_fd(), true)?;
             send_hello(
-                &ours,
+                &*ours,
                 PeerId::MASTER,
                 peer_id,
                 hello(&self.shared.local, peer_id, sys::getpid()),
@@ -402,7 +442,7 @@ impl Kernel {
         let mut buf = ReadBuf::new();
         let decoder = FrameDecoder::new(self.shared.config.max_frame);
         let result = read_hello(
-            &ours,
+            &*ours,
             &mut buf,
             &decoder,
             PeerId::MASTER,
@@ -479,8 +519,7 @@ impl Kernel {
             .map_err(|_| KernelError::NotATwin(format!("{ENV_FD} is not set")))?
             .parse()
             .map_err(|_| KernelError::NotATwin(format!("{ENV_FD} is not a number")))?;
-        // SAFETY: F_GETFD on an integer only queries flags; it fails for a closed fd.
-        if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        if !sys::is_open(fd) {
             return Err(KernelError::NotATwin(format!(
                 "{ENV_FD}={fd} is not an open file"
             )));
@@ -494,11 +533,12 @@ impl Kernel {
             .ok()
             .and_then(|v| v.parse::<RawFd>().ok())
         {
-            // SAFETY: F_GETFD only queries flags of an integer fd.
-            if err_fd > 2 && unsafe { libc::fcntl(err_fd, libc::F_GETFD) } >= 0 {
-                sys::dup2(err_fd, 2).map_err(io_err("restoring stderr"))?;
-                // SAFETY: the inherited copy is ours alone and no longer needed.
-                drop(unsafe { OwnedFd::from_raw_fd(err_fd) });
+            if err_fd > 2 && sys::is_open(err_fd) {
+                // SAFETY: the master passed this open fd (checked above) to
+                // this process alone, to restore stderr from; nothing else here
+                // owns it, and it is closed once copied.
+                let inherited = unsafe { OwnedFd::from_raw_fd(err_fd) };
+                sys::dup2_stderr(inherited.as_fd()).map_err(io_err("restoring stderr"))?;
             }
         }
         if let Ok(id) = std::env::var(ENV_TWIN_ID) {
@@ -515,13 +555,27 @@ impl Kernel {
         config: KernelConfig,
         handler: Arc<dyn Handler>,
     ) -> Result<Kernel, KernelError> {
+        let transport = SocketTransport::new(stream).map_err(|source| KernelError::Io {
+            context: "configuring the socket",
+            source,
+        })?;
+        Kernel::connect_transport(Box::new(transport), local, config, handler)
+    }
+
+    /// Twin: completes the handshake with a master over any [`Transport`] (the
+    /// other end of [`Kernel::attach_transport`]).
+    pub fn connect_transport(
+        transport: Box<dyn Transport>,
+        local: LocalInfo,
+        config: KernelConfig,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Kernel, KernelError> {
         let io_err = |context| move |source| KernelError::Io { context, source };
-        sys::set_nonblocking(stream.as_raw_fd(), true).map_err(io_err("configuring the socket"))?;
         let decoder = FrameDecoder::new(config.max_frame);
         let mut buf = ReadBuf::new();
         let deadline = Instant::now() + config.handshake_timeout;
         let envelope = read_hello(
-            &stream,
+            &*transport,
             &mut buf,
             &decoder,
             PeerId(u32::MAX),
@@ -551,13 +605,13 @@ impl Kernel {
             handler,
         )?;
         send_hello(
-            &stream,
+            &*transport,
             me,
             PeerId::MASTER,
             hello(&kernel.shared.local, me, sys::getpid()),
         )
         .map_err(io_err("sending the handshake"))?;
-        let master = Arc::new(Peer::new(PeerId::MASTER, master_hello, stream, buf));
+        let master = Arc::new(Peer::new(PeerId::MASTER, master_hello, transport, buf));
         kernel.insert_peer(master)?;
         tracing::debug!(twin = %kernel.name(), peer = me.0, "connected to the master");
         Ok(kernel)

@@ -7,7 +7,7 @@ use cpy2py_wire::{ChainId, PeerId};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -70,8 +70,8 @@ impl Waiter {
         self.reader_handoff.swap(false, Ordering::SeqCst)
     }
 
-    pub(crate) fn fd(&self) -> RawFd {
-        self.efd.as_raw_fd()
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.efd.as_fd()
     }
 
     /// Hands a request to this thread and wakes it.

@@ -159,10 +159,7 @@ impl<W: Clone> Endpoint<W> {
     /// The peer a frame for `dst` is written to: `dst` itself in the master, the
     /// master in a twin; an error when that peer is not connected.
     pub(crate) fn route(&self, dst: PeerId) -> Result<PeerId, CallError> {
-        let hop = match self.role {
-            Role::Twin => PeerId::MASTER,
-            Role::Master => dst,
-        };
+        let hop = hop(self.role, dst);
         if self.peers.contains_key(&hop) {
             return Ok(hop);
         }
@@ -510,6 +507,15 @@ impl<W: Clone> Endpoint<W> {
             events: Few::new(first_event, &mut self.events),
             transmits: Few::new(first_transmit, &mut self.transmits),
         }
+    }
+}
+
+/// The peer a process in `role` writes a frame for `dst` to: `dst` itself in
+/// the master, the master in a twin (the star's one rule of routing).
+pub(crate) fn hop(role: Role, dst: PeerId) -> PeerId {
+    match role {
+        Role::Twin => PeerId::MASTER,
+        Role::Master => dst,
     }
 }
 
