@@ -1,7 +1,7 @@
 //! Typed errors of the kernel. A remote exception is not one of them: it is data
 //! in a reply ([`cpy2py_wire::Outcome::Err`]).
 
-use cpy2py_wire::{PeerId, WireError};
+use cpy2py_wire::{Failure, PeerId, WireError};
 use std::io;
 use std::path::PathBuf;
 
@@ -123,4 +123,54 @@ pub enum CallError {
     /// The kernel is shutting down.
     #[error("the cpy2py kernel is shutting down")]
     ShuttingDown,
+    /// The destination could not send its result (too large, or too deeply
+    /// nested).
+    #[error("the reply could not be sent: {0}")]
+    Unsendable(String),
+    /// The destination's handler panicked.
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
+}
+
+impl From<Failure> for CallError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::PeerLost {
+                peer,
+                twin_id,
+                reason,
+            } => CallError::PeerLost {
+                peer,
+                twin_id,
+                reason,
+            },
+            Failure::UnknownPeer { peer } => CallError::UnknownPeer(peer),
+            Failure::Unsendable { reason } => CallError::Unsendable(reason),
+            Failure::Panicked { message } => CallError::Panicked(message),
+        }
+    }
+}
+
+impl CallError {
+    /// The failure to answer a request with, on behalf of its destination.
+    pub fn to_failure(&self) -> Failure {
+        match self {
+            CallError::PeerLost {
+                peer,
+                twin_id,
+                reason,
+            } => Failure::PeerLost {
+                peer: *peer,
+                twin_id: twin_id.clone(),
+                reason: reason.clone(),
+            },
+            CallError::UnknownPeer(peer) => Failure::UnknownPeer { peer: *peer },
+            CallError::Panicked(message) => Failure::Panicked {
+                message: message.clone(),
+            },
+            other => Failure::Unsendable {
+                reason: other.to_string(),
+            },
+        }
+    }
 }

@@ -9,7 +9,7 @@ use crate::peer::lock;
 use crate::proto::Inbound;
 use crate::serve::SERVE_TIMER;
 use crate::waiter::ChainGuard;
-use cpy2py_wire::{Outcome, PeerId, RemoteError, Request, RequestId};
+use cpy2py_wire::{Failure, Outcome, PeerId, Request, RequestId};
 use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -65,13 +65,7 @@ impl Kernel {
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "handler panicked".into());
                     tracing::error!(%message, "the handler panicked");
-                    Outcome::Err(RemoteError {
-                        refs: Vec::new(),
-                        type_path: "cpy2py.errors.CPy2PyException".into(),
-                        message: format!("the cpy2py handler panicked: {message}"),
-                        traceback: String::new(),
-                        pickle: None,
-                    })
+                    Outcome::Failed(Failure::Panicked { message })
                 }
             }
         };

@@ -378,6 +378,8 @@ fn request(
     match outcome {
         Outcome::Ok(value) => to_python(py, value, &twin),
         Outcome::Err(err) => Err(PyErr::from_value(errors::rebuild(py, err, &twin())?)),
+        // The kernel turns these into errors before they reach here.
+        Outcome::Failed(failure) => Err(errors::call_error(py, failure.into(), &what())),
     }
 }
 

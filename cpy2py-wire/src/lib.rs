@@ -45,10 +45,11 @@ pub use crate::frame::{
 };
 pub use crate::ids::{ChainId, ObjectId, PeerId, RequestId};
 pub use crate::message::{
-    Envelope, Hello, Kwargs, Message, Op, Outcome, Release, RemoteError, Reply, Request, Retain,
+    Envelope, Failure, Hello, Kwargs, Message, Op, Outcome, Release, RemoteError, Reply, Request,
+    Retain,
 };
 pub use crate::value::{ObjectRef, Value};
 
 /// Version of the protocol spoken by this crate; peers with another version are
 /// refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;

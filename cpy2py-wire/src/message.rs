@@ -169,6 +169,39 @@ pub enum Outcome {
     Ok(Value),
     /// It raised an error.
     Err(RemoteError),
+    /// cpy2py itself could not perform it or deliver its result (new in
+    /// protocol version 3).
+    Failed(Failure),
+}
+
+/// Why cpy2py could not perform a request or deliver its result, as the peer
+/// that answered saw it: typed, so that each host maps it to its own errors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Failure {
+    /// The destination is gone; the master answered on its behalf.
+    PeerLost {
+        /// The peer that is gone.
+        peer: PeerId,
+        /// Its twin id.
+        twin_id: String,
+        /// How it ended.
+        reason: String,
+    },
+    /// The destination was never connected to the master.
+    UnknownPeer {
+        /// The peer asked for.
+        peer: PeerId,
+    },
+    /// The result could not be encoded (too large, or too deeply nested).
+    Unsendable {
+        /// Why.
+        reason: String,
+    },
+    /// The host's handler panicked while performing it.
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// An error raised by the peer that performed an operation.

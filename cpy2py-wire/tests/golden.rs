@@ -1,8 +1,9 @@
 //! Golden bytes: the exact encoding of every message kind, every [`Op`] and
 //! every [`Value`] variant, written out by hand from postcard's format.
 //!
-//! These vectors document the wire format of protocol version 2 (version 1
-//! lacked `Value::IntList` and `Value::FloatList`). Any change to
+//! These vectors document the wire format of protocol version 3 (version 2
+//! lacked `Outcome::Failed`, version 1 also `Value::IntList` and
+//! `Value::FloatList`). Any change to
 //! the types that alters a byte breaks a test here; such a change must raise
 //! [`PROTOCOL_VERSION`] and update the vectors.
 //!
@@ -22,8 +23,8 @@ mod common;
 
 use common::{VALUE_PREFIX, decode_exactly, frame, hex, value_envelope, value_frame};
 use cpy2py_wire::{
-    Bytes, ChainId, Envelope, Hello, Message, ObjectId, ObjectRef, Op, Outcome, PROTOCOL_VERSION,
-    PeerId, Release, RemoteError, Reply, Request, RequestId, Value,
+    Bytes, ChainId, Envelope, Failure, Hello, Message, ObjectId, ObjectRef, Op, Outcome,
+    PROTOCOL_VERSION, PeerId, Release, RemoteError, Reply, Request, RequestId, Value,
 };
 
 /// Checks that `envelope` encodes to exactly the concatenation of `parts`
@@ -65,7 +66,7 @@ fn assert_value(value: Value, parts: &[&[u8]]) {
 
 #[test]
 fn protocol_version_matches_these_vectors() {
-    assert_eq!(PROTOCOL_VERSION, 2);
+    assert_eq!(PROTOCOL_VERSION, 3);
 }
 
 // ---------------------------------------------------------------------------
@@ -400,6 +401,50 @@ fn reply_err() {
             &[1, 2, 0x80, 0x04], // pickle: Some, 2 bytes
             &[0],                // refs: none
         ],
+    );
+}
+
+/// A reply whose outcome is `failure`, from the master to peer 1.
+fn failed(failure: Failure) -> Envelope {
+    Envelope {
+        src: PeerId::MASTER,
+        dst: PeerId(1),
+        message: Message::Reply(Reply {
+            id: RequestId {
+                index: 3,
+                generation: 7,
+            },
+            outcome: Outcome::Failed(failure),
+        }),
+    }
+}
+
+#[test]
+fn reply_failed() {
+    let head: &[u8] = &[0, 1, 2, 3, 7, 2]; // src, dst, Message::Reply, RequestId, Outcome::Failed
+    assert_frame(
+        failed(Failure::PeerLost {
+            peer: PeerId(2),
+            twin_id: "py".into(),
+            reason: "gone".into(),
+        }),
+        &[&[16, 0, 0, 0], head, &[0, 2], &[2], b"py", &[4], b"gone"],
+    );
+    assert_frame(
+        failed(Failure::UnknownPeer { peer: PeerId(300) }),
+        &[&[9, 0, 0, 0], head, &[1], &[0xac, 0x02]], // 300 as a varint
+    );
+    assert_frame(
+        failed(Failure::Unsendable {
+            reason: "big".into(),
+        }),
+        &[&[11, 0, 0, 0], head, &[2], &[3], b"big"],
+    );
+    assert_frame(
+        failed(Failure::Panicked {
+            message: "oops".into(),
+        }),
+        &[&[12, 0, 0, 0], head, &[3], &[4], b"oops"],
     );
 }
 

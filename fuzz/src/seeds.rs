@@ -12,8 +12,9 @@
 //! rewrites these two in every frame it can read (see [`crate::kernel`]).
 
 use cpy2py_wire::{
-    Bytes, ChainId, Envelope, Hello, Message, ObjectId, ObjectRef, Op, Outcome, PROTOCOL_VERSION,
-    PeerId, Release, RemoteError, Reply, Request, RequestId, Retain, Value, encode_frame,
+    Bytes, ChainId, Envelope, Failure, Hello, Message, ObjectId, ObjectRef, Op, Outcome,
+    PROTOCOL_VERSION, PeerId, Release, RemoteError, Reply, Request, RequestId, Retain, Value,
+    encode_frame,
 };
 
 /// The fuzzed twin, in seeds.
@@ -91,6 +92,14 @@ fn kernel_scenarios() -> Vec<(String, Vec<Envelope>)> {
     );
     with_hello("reply-ok", vec![reply(PeerId::MASTER, ok_outcome())]);
     with_hello("reply-error", vec![reply(PeerId::MASTER, err_outcome())]);
+    with_hello(
+        "reply-failed",
+        vec![reply(PeerId::MASTER, failed_outcome())],
+    );
+    with_hello(
+        "forward-failed-to-other",
+        vec![reply(OTHER, failed_outcome())],
+    );
     with_hello("forward-reply-to-other", vec![reply(OTHER, ok_outcome())]);
     with_hello("release", vec![release(PeerId::MASTER)]);
     with_hello("retain", vec![retain(PeerId::MASTER)]);
@@ -292,9 +301,17 @@ fn err_outcome() -> Outcome {
     Outcome::Err(remote_error())
 }
 
+fn failed_outcome() -> Outcome {
+    Outcome::Failed(Failure::PeerLost {
+        peer: NOBODY,
+        twin_id: "gone".into(),
+        reason: "killed by signal 9".into(),
+    })
+}
+
 fn remote_error() -> RemoteError {
     RemoteError {
-refs: Vec::new(),
+        refs: Vec::new(),
         type_path: "builtins.ValueError".into(),
         message: "bad value".into(),
         traceback:

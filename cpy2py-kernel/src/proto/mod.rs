@@ -24,7 +24,7 @@ pub(crate) use pending::{Completed, Completion};
 use crate::error::CallError;
 use crate::{LocalInfo, Role};
 use cpy2py_wire::{
-    ChainId, Envelope, FrameDecoder, Hello, Message, Outcome, PeerId, RemoteError, Reply, Request,
+    ChainId, Envelope, Failure, FrameDecoder, Hello, Message, Outcome, PeerId, Reply, Request,
     RequestId,
 };
 use pending::PendingTable;
@@ -281,7 +281,11 @@ impl<W: Clone> Endpoint<W> {
         }
         match envelope.message {
             Message::Reply(reply) => {
-                let done = self.pending.complete(reply.id, Ok(reply.outcome));
+                let result = match reply.outcome {
+                    Outcome::Failed(failure) => Err(CallError::from(failure)),
+                    outcome => Ok(outcome),
+                };
+                let done = self.pending.complete(reply.id, result);
                 self.completed(done);
             }
             Message::Request(request) => {
@@ -386,10 +390,7 @@ impl<W: Clone> Endpoint<W> {
             return;
         };
         if let Message::Request(request) = envelope.message {
-            let outcome = Outcome::Err(kernel_error(
-                "cpy2py.errors.TwinterpeterTerminated",
-                failure.to_string(),
-            ));
+            let outcome = Outcome::Failed(failure.to_failure());
             let envelope = Envelope {
                 src: dst,
                 dst: from,
@@ -521,21 +522,9 @@ pub(crate) fn hop(role: Role, dst: PeerId) -> PeerId {
 
 /// The reply to send when an outcome could not be encoded (`reason`).
 pub(crate) fn unsendable_reply(reason: &str) -> Outcome {
-    Outcome::Err(kernel_error(
-        "cpy2py.errors.CPy2PyException",
-        format!("the reply could not be sent: {reason}"),
-    ))
-}
-
-/// An error outcome made by the kernel itself rather than by a handler.
-fn kernel_error(type_path: &str, message: String) -> RemoteError {
-    RemoteError {
-        refs: Vec::new(),
-        type_path: type_path.into(),
-        message,
-        traceback: String::new(),
-        pickle: None,
-    }
+    Outcome::Failed(Failure::Unsendable {
+        reason: reason.to_owned(),
+    })
 }
 
 /// The name of a message's kind, for errors.

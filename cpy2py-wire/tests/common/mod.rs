@@ -6,8 +6,9 @@
 #![allow(dead_code)]
 
 use cpy2py_wire::{
-    Bytes, ChainId, Envelope, FrameDecoder, HEADER_LEN, Hello, Message, ObjectId, ObjectRef, Op,
-    Outcome, PeerId, Release, RemoteError, Reply, Request, RequestId, Value, encode_frame,
+    Bytes, ChainId, Envelope, Failure, FrameDecoder, HEADER_LEN, Hello, Message, ObjectId,
+    ObjectRef, Op, Outcome, PeerId, Release, RemoteError, Reply, Request, RequestId, Value,
+    encode_frame,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -235,6 +236,20 @@ pub fn chain() -> impl Strategy<Value = ChainId> {
     (peer(), any::<u64>()).prop_map(|(origin, thread)| ChainId { origin, thread })
 }
 
+/// Every [`Failure`] variant.
+pub fn failure() -> impl Strategy<Value = Failure> {
+    prop_oneof![
+        (peer(), name(), text()).prop_map(|(peer, twin_id, reason)| Failure::PeerLost {
+            peer,
+            twin_id,
+            reason
+        }),
+        peer().prop_map(|peer| Failure::UnknownPeer { peer }),
+        text().prop_map(|reason| Failure::Unsendable { reason }),
+        text().prop_map(|message| Failure::Panicked { message }),
+    ]
+}
+
 /// Every [`Message`] variant.
 pub fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
@@ -269,7 +284,8 @@ pub fn message() -> impl Strategy<Value = Message> {
             request_id(),
             prop_oneof![
                 small_value().prop_map(Outcome::Ok),
-                remote_error().prop_map(Outcome::Err)
+                remote_error().prop_map(Outcome::Err),
+                failure().prop_map(Outcome::Failed)
             ]
         )
             .prop_map(|(id, outcome)| Message::Reply(Reply { id, outcome })),
