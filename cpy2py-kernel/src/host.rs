@@ -9,8 +9,9 @@ use crate::error::{CallError, KernelError};
 use crate::handler::{Handler, RequestContext};
 use crate::kernel::{Kernel, KernelConfig, LocalInfo};
 use crate::spawn::{TwinInfo, TwinSpec};
-use cpy2py_wire::{Kwargs, ObjectId, ObjectRef, Op, Outcome, PeerId, Release, RemoteError, Value};
-use std::collections::{BTreeMap, HashMap};
+use cpy2py_proxy::{Due, ReleaseQueue};
+use cpy2py_wire::{Kwargs, ObjectRef, Op, Outcome, PeerId, RemoteError, Value};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -139,15 +140,12 @@ impl Handler for HostHandler {
     }
 }
 
-/// Released references waiting to be sent, per owner.
+/// Released references waiting to be sent, by `cpy2py-proxy`'s policy (the
+/// Python side's too): once a batch is full, else before the next call.
 #[derive(Default)]
 struct Refs {
-    releases: Mutex<BTreeMap<PeerId, BTreeMap<ObjectId, u64>>>,
+    releases: Mutex<ReleaseQueue>,
 }
-
-/// Released references are sent once this many objects wait, or before the
-/// next call.
-const RELEASE_BATCH: usize = 64;
 
 /// A Rust program's connection to its twins: a master kernel plus typed calls.
 /// Cheap to clone; usable from many threads at once.
@@ -179,11 +177,8 @@ impl Host {
 
     /// Sends every released reference now.
     pub fn flush_releases(&self) {
-        let batches = std::mem::take(&mut *lock(&self.refs.releases));
-        for (owner, objects) in batches {
-            let release = Release {
-                objects: objects.into_iter().collect(),
-            };
+        let batches = lock(&self.refs.releases).take_all();
+        for (owner, release) in batches {
             let _ = self.kernel.send_release(owner, release);
         }
     }
@@ -203,6 +198,8 @@ impl Host {
         match self.kernel.call(dst, op, timeout)? {
             Outcome::Ok(value) => Ok(self.adopt(value)),
             Outcome::Err(e) => Err(HostError::Remote(e)),
+            // The kernel turns these into errors; a handler may still return one.
+            Outcome::Failed(failure) => Err(HostError::Call(failure.into())),
         }
     }
 
@@ -221,16 +218,8 @@ impl Host {
     /// One handle is gone: release the one reference it stood for (each
     /// handle is one reference received).
     fn dropped(&self, r: &ObjectRef) {
-        let queued = {
-            let mut releases = lock(&self.refs.releases);
-            *releases
-                .entry(r.owner)
-                .or_default()
-                .entry(r.id)
-                .or_default() += 1;
-            releases.values().map(BTreeMap::len).sum::<usize>()
-        };
-        if queued >= RELEASE_BATCH {
+        let due = lock(&self.refs.releases).add(r.owner, r.id, 1);
+        if due == Due::Now {
             self.flush_releases();
         }
     }

@@ -146,5 +146,5 @@ mod transfer;
 pub use crate::class::ClassTable;
 pub use crate::export::{ExportError, ExportTable, Released};
 pub use crate::import::{ImportTable, Received, WeakProxy};
-pub use crate::release::{BatchedReleases, ReleaseBatch};
+pub use crate::release::{BatchedReleases, Due, ReleaseBatch, ReleasePolicy, ReleaseQueue};
 pub use crate::transfer::{Retain, RetainBatch, Transfer};

@@ -10,19 +10,14 @@
 use crate::runtime::runtime;
 use cpy2py_kernel::Kernel;
 use cpy2py_proxy::{
-    BatchedReleases, ExportTable, ImportTable, Received, RetainBatch, Transfer, WeakProxy,
+    Due, ExportTable, ImportTable, Received, ReleaseQueue, RetainBatch, Transfer, WeakProxy,
 };
 use cpy2py_wire::{ObjectId, ObjectRef, PeerId, Release, Retain};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Duration;
-
-/// Once this many releases are queued they are sent without waiting for the
-/// next call.
-const RELEASE_BATCH: usize = 256;
 
 /// A `weakref.ref` to a proxy.
 pub(crate) struct PyWeak(Py<PyAny>);
@@ -45,11 +40,10 @@ struct Tables {
     imports: Mutex<ImportTable<PyWeak>>,
     /// Class of each proxied object, to name it when passing it on.
     classes: Mutex<HashMap<(PeerId, ObjectId), (String, String)>>,
-    releases: Mutex<BatchedReleases>,
+    /// Dropped references to send, by `cpy2py-proxy`'s one policy.
+    releases: Mutex<ReleaseQueue>,
     /// Whether `releases` may hold something (checked on every call).
     dirty: AtomicBool,
-    /// Releases queued since the last flush.
-    queued: AtomicUsize,
 }
 
 static TABLES: OnceLock<Tables> = OnceLock::new();
@@ -202,18 +196,18 @@ pub(crate) fn from_ref(py: Python<'_>, kernel: &Kernel, r: ObjectRef) -> PyResul
         }
         Err(e) => {
             if let Some((id, count)) = locked(&t.imports).abandon(r.owner, r.id) {
-                queue_release(r.owner, id, count);
+                let _due = queue_release(r.owner, id, count); // sent with the next call
             }
             Err(e)
         }
     }
 }
 
-fn queue_release(owner: PeerId, id: ObjectId, count: u64) {
+fn queue_release(owner: PeerId, id: ObjectId, count: u64) -> Due {
     let t = tables();
-    locked(&t.releases).add(owner, id, count);
-    t.queued.fetch_add(1, Ordering::Relaxed);
+    let due = locked(&t.releases).add(owner, id, count);
     t.dirty.store(true, Ordering::Release);
+    due
 }
 
 /// A proxy died: release the references it stood for (batched).
@@ -222,22 +216,18 @@ pub(crate) fn proxy_dropped(kernel: Option<&'static Kernel>, owner: PeerId, id: 
     let released = locked(&t.imports).proxy_dropped(owner, id);
     locked(&t.classes).remove(&(owner, id));
     if let Some((id, count)) = released {
-        queue_release(owner, id, count);
+        let due = queue_release(owner, id, count);
         let Some(kernel) = kernel else { return };
-        if t.queued.load(Ordering::Relaxed) >= RELEASE_BATCH {
-            flush(kernel);
-        } else {
-            wake_flusher(kernel);
+        match due {
+            Due::Now => flush(kernel),
+            Due::Within(_) => wake_flusher(kernel),
         }
     }
 }
 
-/// How long released references wait for company before they are sent.
-const RELEASE_DELAY: Duration = Duration::from_millis(20);
-
 static FLUSHER: OnceLock<(Mutex<bool>, Condvar)> = OnceLock::new();
 
-/// Makes sure queued releases are sent within [`RELEASE_DELAY`] even if no
+/// Makes sure queued releases are sent within the policy's delay even if no
 /// call follows: a thread sleeps until releases are queued, waits for more to
 /// batch, and sends them. Needs no GIL.
 fn wake_flusher(kernel: &'static Kernel) {
@@ -258,7 +248,8 @@ fn wake_flusher(kernel: &'static Kernel) {
                     }
                     *pending = false;
                     drop(pending);
-                    std::thread::sleep(RELEASE_DELAY);
+                    let delay = locked(&tables().releases).policy().delay;
+                    std::thread::sleep(delay);
                     if kernel.is_stopping() {
                         return;
                     }
@@ -279,7 +270,6 @@ pub(crate) fn flush(kernel: &Kernel) {
     if !t.dirty.swap(false, Ordering::AcqRel) {
         return;
     }
-    t.queued.store(0, Ordering::Relaxed);
     let batches = locked(&t.releases).take_all();
     for (owner, release) in batches {
         if let Err(e) = kernel.send_release(owner, release) {
