@@ -43,7 +43,7 @@ import traceback
 import types
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import errors, kernel_state
+from . import _routing, errors, kernel_state
 
 __all__ = [
     "MAIN_ALIAS",
@@ -53,7 +53,6 @@ __all__ = [
     "loads",
     "describe_exception",
     "rebuild_exception",
-    "lookup_twin",
     "main_module_spec",
     "make_proxy",
     "proxy_ref",
@@ -350,9 +349,7 @@ def loads(data: bytes, references: Optional[List[object]] = None) -> object:
 
 def peer_gone(peer: int) -> None:
     """Peer number ``peer`` ended: forget the routes to it this process cached."""
-    master = sys.modules.get("cpy2py.master")
-    if master is not None:
-        master._forget_peer_number(peer)
+    _routing.forget_peer_number(peer)
 
 
 def pack_numbers(items: list) -> Optional[tuple]:
@@ -486,23 +483,6 @@ def rebuild_exception(
                 )
                 return exc
     return errors.RemoteException(type_path, message, traceback, twin_id=twin_id)
-
-
-# ---------------------------------------------------------------------------- twins
-
-
-def lookup_twin(twin_id: str) -> int:
-    """Peer number of the running twin ``twin_id``; starts it if needed.
-
-    Runs in the master (twins call it there). Starting is skipped, and
-    :class:`~cpy2py.errors.TwinterpeterUnavailable` raised instead, when the
-    environment variable ``CPY2PY_NOAUTO`` is set.
-    """
-    if _IS_TWIN:
-        raise RuntimeError("lookup_twin runs in the master, not in twinterpreter %r" % (kernel_state.TWIN_ID,))
-    from . import master
-
-    return master._peer_for(twin_id)
 
 
 # ------------------------------------------------------------------------- __main__

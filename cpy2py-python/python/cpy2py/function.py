@@ -5,14 +5,15 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, TypeVar
 
-from . import _native, errors, kernel_state
-from .master import _forget_peer, _peer_for
+from . import _native, _routing, errors, kernel_state
 
 __all__ = ["twinfunction"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _native_call = _native.call
+_peer_for = _routing.peer_for
+_forget = _routing.forget
 
 
 def twinfunction(twinterpreter_id: str) -> Callable[[F], F]:
@@ -51,12 +52,13 @@ def twinfunction(twinterpreter_id: str) -> Callable[[F], F]:
 
         @functools.wraps(func)
         def twin_function(*args: Any, **kwargs: Any) -> Any:
+            # _routing.call_in, inline: this is every call's path (a frame less)
             peer = _peer_for(twinterpreter_id)
             try:
                 # no empty dict: on PyPy every dict passed to C goes through cpyext
                 return _native_call(peer, twin_function, args, kwargs or None)
             except errors.TwinterpeterUnavailable:
-                _forget_peer(twinterpreter_id)
+                _forget(twinterpreter_id)
                 raise
 
         return twin_function  # type: ignore[return-value]

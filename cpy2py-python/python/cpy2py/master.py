@@ -16,8 +16,7 @@ import sys
 import threading
 from typing import Any, Dict, Optional
 
-from . import _native, _runtime, errors, kernel_state
-from .group_state import TWIN_GROUP_STATE
+from . import _native, _routing, _runtime, errors, kernel_state
 
 __all__ = ["TwinMaster"]
 
@@ -309,9 +308,9 @@ class TwinMaster(object):
             self._ended = None
             self._booting = True
             try:
-                TWIN_GROUP_STATE._boot(self.twinterpreter_id, peer)
+                kernel_state.TWIN_GROUP_STATE.boot_twin(self.twinterpreter_id, peer)
             except BaseException:
-                TWIN_GROUP_STATE._leave(self.twinterpreter_id, peer)
+                kernel_state.TWIN_GROUP_STATE.twin_ended(self.twinterpreter_id, peer)
                 self._reap(peer, grace=0.0)
                 raise
             finally:
@@ -328,7 +327,7 @@ class TwinMaster(object):
     def _start_from_twin(self) -> bool:
         if kernel_state.TWIN_ID == self.twinterpreter_id:
             return True  # e.g. the user's script, loaded in this very twin
-        _native_call(_native.MASTER_PEER, _runtime.lookup_twin, (self.twinterpreter_id,), {})
+        _native_call(_native.MASTER_PEER, _routing.lookup_in_master, (self.twinterpreter_id,), None)
         return True
 
     def _twin_config(self) -> Dict[str, Any]:
@@ -394,7 +393,7 @@ class TwinMaster(object):
             return False
 
     def _reap(self, peer: int, grace: float) -> None:
-        TWIN_GROUP_STATE._leave(self.twinterpreter_id, peer)
+        kernel_state.TWIN_GROUP_STATE.twin_ended(self.twinterpreter_id, peer)
         try:
             ended: Optional[str] = _native.stop(peer, float(grace))
         except KeyError:  # the kernel no longer knows it
@@ -448,7 +447,7 @@ class TwinMaster(object):
         if kernel_state.TWIN_ID == self.twinterpreter_id:
             return call(*call_args, **call_kwargs)
         if not kernel_state.is_master():
-            return _native_call(_peer_for(self.twinterpreter_id), call, call_args, call_kwargs, timeout)
+            return _routing.call_in(self.twinterpreter_id, _native_call, call, call_args, call_kwargs, timeout)
         raise self._unavailable()
 
     def _unavailable(self) -> errors.TwinterpeterUnavailable:
@@ -512,39 +511,24 @@ class TwinMaster(object):
         )
 
 
-#: In a twin: ``twin_id -> peer`` as learnt from the master.
-_twin_peers: Dict[str, int] = {}
-
-
-def _peer_for(twin_id: str) -> int:
-    """Peer number to reach twin ``twin_id`` from this process.
-
-    In the master: the running twin's peer, starting the twin (as
+def _route_in_master(twin_id: str) -> int:
+    """The running twin ``twin_id``'s peer number, starting it (as
     ``TwinMaster(twin_id).start()`` would, with the registered executable if any)
-    unless ``CPY2PY_NOAUTO`` is set. In a twin: the master is peer 0; other twins are
-    looked up in the master (which may start them).
-    """
-    if kernel_state.is_master():
-        if twin_id == kernel_state.MASTER_ID:
-            raise ValueError("%r is the master itself" % (twin_id,))
-        master = TwinMaster._store.get(twin_id)
-        if master is not None:
-            peer = master._peer
-            # connected, not is_alive: that checks the child's status (a system
-            # call per call); a twin that died is closed once its EOF is read
-            if peer is not None and _native.is_connected(peer):
-                return peer
-        else:
-            _refuse_implicit_start(twin_id)
-            master = TwinMaster(twinterpreter_id=twin_id)
-        return master._peer_on_demand()
+    if it never ran under its current master, unless ``CPY2PY_NOAUTO`` is set.
+    The master's resolver for :mod:`cpy2py._routing`."""
     if twin_id == kernel_state.MASTER_ID:
-        return _native.MASTER_PEER
-    peer = _twin_peers.get(twin_id)
-    if peer is None:
-        peer = _native_call(_native.MASTER_PEER, _runtime.lookup_twin, (twin_id,), {})
-        _twin_peers[twin_id] = peer
-    return peer
+        raise ValueError("%r is the master itself" % (twin_id,))
+    master = TwinMaster._store.get(twin_id)
+    if master is not None:
+        peer = master._peer
+        # connected, not is_alive: that checks the child's status (a system
+        # call per call); a twin that died is closed once its EOF is read
+        if peer is not None and _native.is_connected(peer):
+            return peer
+    else:
+        _refuse_implicit_start(twin_id)
+        master = TwinMaster(twinterpreter_id=twin_id)
+    return master._peer_on_demand()
 
 
 def _refuse_implicit_start(twin_id: str) -> None:
@@ -555,14 +539,4 @@ def _refuse_implicit_start(twin_id: str) -> None:
         )
 
 
-def _forget_peer_number(peer: int) -> None:
-    """Drop cached routes (in a twin) to peer ``peer``, which ended: a twin
-    started again under the same id gets a new number."""
-    for twin_id, cached in list(_twin_peers.items()):
-        if cached == peer:
-            _twin_peers.pop(twin_id, None)
-
-
-def _forget_peer(twin_id: str) -> None:
-    """Drop a cached peer (in a twin) after a call to it found the twin gone."""
-    _twin_peers.pop(twin_id, None)
+_routing.set_master_resolver(_route_in_master)

@@ -102,8 +102,7 @@ import threading
 import types
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from . import _native, _runtime, errors, kernel_state
-from .master import _forget_peer, _peer_for
+from . import _native, _routing, _runtime, errors, kernel_state
 
 __all__ = ["TwinObject", "TwinMeta", "InstanceProxy", "localmethod"]
 
@@ -155,12 +154,7 @@ def _is_native(cls: type) -> bool:
 
 def _call_in_twin(twin_id: str, func: Any, args: Tuple[Any, ...]) -> Any:
     """``func(*args)`` in the interpreter ``twin_id`` (``func`` by reference)."""
-    peer = _peer_for(twin_id)
-    try:
-        return _call(peer, func, args, {})
-    except errors.TwinterpeterUnavailable:
-        _forget_peer(twin_id)
-        raise
+    return _routing.call_in(twin_id, _call, func, args, None)
 
 
 def _call_class_attribute(cls: type, name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
@@ -388,12 +382,7 @@ class TwinMeta(type):
                 "reachable by name (defined at module level)"
                 % (native.__module__, native.__qualname__, twin_id)
             )
-        peer = _peer_for(twin_id)
-        try:
-            return _instantiate_in(peer, native, args, kwargs)
-        except errors.TwinterpeterUnavailable:
-            _forget_peer(twin_id)
-            raise
+        return _routing.call_in(twin_id, _instantiate_in, native, args, kwargs)
 
     def __getattr__(cls, name: str) -> Any:
         # only reached for names the local class lacks

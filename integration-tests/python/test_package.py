@@ -1,0 +1,120 @@
+"""The Python package's shape: its modules import each other without cycles,
+counting every import (at module level or deferred into a function), but those
+under ``if TYPE_CHECKING:``, which never run."""
+
+import ast
+import os
+
+import cpy2py
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(cpy2py.__file__))
+
+
+def module_name(path):
+    relative = os.path.relpath(path, os.path.dirname(PACKAGE_DIR))[: -len(".py")]
+    parts = relative.split(os.sep)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def is_type_checking(node):
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imports_of(path, name):
+    """The cpy2py modules ``name`` (at ``path``) imports, anywhere in it."""
+    with open(path) as source:
+        tree = ast.parse(source.read(), path)
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    found = set()
+
+    def visit(statements):
+        for node in statements:
+            if isinstance(node, ast.If) and is_type_checking(node):
+                visit(node.orelse)
+                continue
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names if alias.name.startswith("cpy2py"))
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[: len(base) - (node.level - 1)]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                if not module.startswith("cpy2py"):
+                    continue
+                found.add(module)
+                for alias in node.names:  # ``from . import errors`` imports a module
+                    found.add(module + "." + alias.name)
+                continue
+            # statements inside this one: function and class bodies, branches, ...
+            visit([child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)])
+
+    visit(tree.body)
+    return found
+
+
+def package_graph():
+    paths = {}
+    for directory, _, files in os.walk(PACKAGE_DIR):
+        for file in files:
+            if file.endswith(".py"):
+                path = os.path.join(directory, file)
+                paths[module_name(path)] = path
+    graph = {}
+    for name, path in paths.items():
+        graph[name] = {m for m in imports_of(path, name) if m in paths and m != name}
+    return graph
+
+
+def find_cycle(graph):
+    state = {}
+    stack = []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_package_imports_without_cycles():
+    graph = package_graph()
+    # a package imports its parent package first: that edge is not a cycle
+    for name, imports in graph.items():
+        imports.discard(name.rpartition(".")[0])
+    assert "cpy2py.master" in graph and "cpy2py._routing" in graph, sorted(graph)
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_routing_table_and_the_ids_are_leaves():
+    graph = package_graph()
+    for leaf in ("cpy2py._routing", "cpy2py.kernel_state", "cpy2py.errors"):
+        allowed = {"cpy2py", "cpy2py._native", "cpy2py.errors", "cpy2py.kernel_state"}
+        assert graph[leaf] <= allowed, (leaf, sorted(graph[leaf] - allowed))
+
+
+def test_a_cycle_is_found_where_there_is_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
