@@ -1,14 +1,17 @@
-//! The ends of things: closing a peer's socket and reaping its process,
-//! stopping a twin, stopping this kernel.
+//! The ends of things: closing a peer's socket and reaping its process
+//! (waiting on its pidfd), stopping a twin, stopping this kernel.
 
 use crate::error::KernelError;
 use crate::kernel::{Kernel, Role};
 use crate::peer::{Peer, lock};
 use crate::sys;
 use cpy2py_wire::{Envelope, Message, PeerId};
+use std::io;
+use std::os::fd::AsFd;
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 impl Kernel {
     /// Starts stopping: every pending call fails, and every thread is woken so
@@ -68,7 +71,7 @@ impl Kernel {
                     if kill {
                         let _ = child.kill();
                     }
-                    Some(crate::spawn::reap(child, Duration::from_millis(500)))
+                    Some(reap(child, Duration::from_millis(500)))
                 }
                 None => None,
             }
@@ -150,7 +153,7 @@ impl Kernel {
         // Wait out the grace period (then kill); `close_peer` reports the
         // status it left.
         if let Some(child) = lock(&peer.child).as_mut() {
-            crate::spawn::reap(child, grace);
+            reap(child, grace);
         }
         self.close_peer(&peer, Some("stopped".into()), false);
         Ok(self
@@ -167,5 +170,55 @@ impl Kernel {
             }
         }
         self.begin_stop();
+    }
+}
+
+/// Waits up to `grace` for `child` to exit, then kills it; always reaps it.
+/// Returns how it ended. Waits on the process's pidfd, which becomes readable
+/// when it exits (no sleep-and-retry).
+pub(crate) fn reap(child: &mut Child, grace: Duration) -> String {
+    if let Ok(Some(status)) = child.try_wait() {
+        return sys::describe_status(status);
+    }
+    let pidfd = rustix::process::Pid::from_raw(child.id() as i32)
+        .ok_or_else(|| io::Error::other("no pid"))
+        .and_then(|pid| {
+            Ok(rustix::process::pidfd_open(
+                pid,
+                rustix::process::PidfdFlags::empty(),
+            )?)
+        });
+    match pidfd {
+        // A child not yet reaped keeps its pid: the pidfd is this process's.
+        Ok(pidfd) => {
+            let deadline = Instant::now() + grace;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let exited = sys::poll2(pidfd.as_fd(), None, false, Some(left))
+                    .is_ok_and(|ready| ready.first);
+                if exited || left.is_zero() {
+                    break;
+                }
+            }
+        }
+        Err(error) => {
+            tracing::debug!(pid = child.id(), %error, "no pidfd; waiting by polling");
+            let deadline = Instant::now() + grace;
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    match child.try_wait() {
+        Ok(Some(status)) => sys::describe_status(status),
+        Ok(None) => {
+            tracing::debug!(pid = child.id(), "twin did not exit in time; killing it");
+            let _ = child.kill();
+            match child.wait() {
+                Ok(status) => sys::describe_status(status),
+                Err(e) => format!("could not be reaped: {e}"),
+            }
+        }
+        Err(e) => format!("could not be reaped: {e}"),
     }
 }

@@ -4,6 +4,7 @@
 use crate::error::KernelError;
 use crate::handler::Handler;
 use crate::kernel::{Kernel, KernelConfig, LocalInfo, Role};
+use crate::lifecycle::reap;
 use crate::peer::{Peer, ReadBuf, lock};
 use crate::proto::{Incoming, check_hello, hello};
 use crate::sys;
@@ -103,56 +104,6 @@ fn spawner(kernel: &Kernel) -> io::Result<mpsc::Sender<SpawnJob>> {
         })?;
     *slot = Some(tx.clone());
     Ok(tx)
-}
-
-/// Waits up to `grace` for `child` to exit, then kills it; always reaps it.
-/// Returns how it ended. Waits on the process's pidfd, which becomes readable
-/// when it exits (no sleep-and-retry).
-pub(crate) fn reap(child: &mut Child, grace: Duration) -> String {
-    if let Ok(Some(status)) = child.try_wait() {
-        return sys::describe_status(status);
-    }
-    let pidfd = rustix::process::Pid::from_raw(child.id() as i32)
-        .ok_or_else(|| io::Error::other("no pid"))
-        .and_then(|pid| {
-            Ok(rustix::process::pidfd_open(
-                pid,
-                rustix::process::PidfdFlags::empty(),
-            )?)
-        });
-    match pidfd {
-        // A child not yet reaped keeps its pid: the pidfd is this process's.
-        Ok(pidfd) => {
-            let deadline = Instant::now() + grace;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let exited = sys::poll2(pidfd.as_fd(), None, false, Some(left))
-                    .is_ok_and(|ready| ready.first);
-                if exited || left.is_zero() {
-                    break;
-                }
-            }
-        }
-        Err(error) => {
-            tracing::debug!(pid = child.id(), %error, "no pidfd; waiting by polling");
-            let deadline = Instant::now() + grace;
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
-    match child.try_wait() {
-        Ok(Some(status)) => sys::describe_status(status),
-        Ok(None) => {
-            tracing::debug!(pid = child.id(), "twin did not exit in time; killing it");
-            let _ = child.kill();
-            match child.wait() {
-                Ok(status) => sys::describe_status(status),
-                Err(e) => format!("could not be reaped: {e}"),
-            }
-        }
-        Err(e) => format!("could not be reaped: {e}"),
-    }
 }
 
 fn send_hello(transport: &dyn Transport, src: PeerId, dst: PeerId, hello: Hello) -> io::Result<()> {

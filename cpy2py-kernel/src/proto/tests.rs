@@ -1,6 +1,9 @@
 //! The protocol core stepped in memory: a star of endpoints (the master, peer
 //! 0, and twins) exchanging real encoded frames over first-in first-out links,
 //! with threads as plain numbers. No sockets, threads or sleeps.
+//!
+//! Longer than 600 lines on purpose: one harness and the scenarios it drives,
+//! which read best side by side.
 
 use super::*;
 use cpy2py_wire::{HEADER_LEN, ObjectId, Op, Release, Value, encode_frame, peek_route};
