@@ -173,7 +173,12 @@ fn misbehave(bytes: &[u8], close: bool, expect: &str) {
         let master = master.clone();
         std::thread::spawn(move || master.call(info.peer, echo_op(), LIMIT))
     };
-    std::thread::sleep(Duration::from_millis(50));
+    // Send the bad bytes once the call is in flight.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while master.pending_calls() == 0 {
+        assert!(Instant::now() < deadline, "the call was never sent");
+        std::thread::yield_now();
+    }
     stream.write_all(bytes).expect("send bytes");
     if close {
         drop(stream);

@@ -6,10 +6,48 @@ use cpy2py_kernel::{
 };
 use cpy2py_wire::{Op, Outcome, PeerId, RemoteError, Value};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 const LIMIT: Option<Duration> = Some(Duration::from_secs(20));
+
+/// Tags of tagged `sleep` calls that have started, and that have ended: a test
+/// waits for its slow call to be running instead of guessing how long that takes.
+static SLEEPS: Mutex<(Vec<String>, Vec<String>)> = Mutex::new((Vec::new(), Vec::new()));
+static SLEEPS_CHANGED: Condvar = Condvar::new();
+
+fn note_sleep(tag: &str, ended: bool) {
+    let mut sleeps = SLEEPS.lock().unwrap_or_else(PoisonError::into_inner);
+    if ended {
+        sleeps.1.push(tag.to_owned());
+    } else {
+        sleeps.0.push(tag.to_owned());
+    }
+    SLEEPS_CHANGED.notify_all();
+}
+
+/// Waits (at most 10 s) until the `sleep` call tagged `tag` has started, or
+/// ended.
+fn wait_for_sleep(tag: &str, ended: bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sleeps = SLEEPS.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let seen = if ended { &sleeps.1 } else { &sleeps.0 };
+        if seen.iter().any(|t| t == tag) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "sleep {tag:?} did not {}",
+            if ended { "end" } else { "start" }
+        );
+        sleeps = SLEEPS_CHANGED
+            .wait_timeout(sleeps, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
 
 /// Serves `add(a, b)`, `echo(x)`, `thread()` (the OS thread serving it),
 /// `bounce(n)`: calls the other side's `bounce(n - 1)` until 0 and returns the
@@ -53,6 +91,12 @@ impl Handler for Calc {
             }
             ("sleep", [Value::Int(ms)]) => {
                 std::thread::sleep(Duration::from_millis(*ms as u64));
+                Outcome::Ok(Value::None)
+            }
+            ("sleep", [Value::Int(ms), Value::Str(tag)]) => {
+                note_sleep(tag, false);
+                std::thread::sleep(Duration::from_millis(*ms as u64));
+                note_sleep(tag, true);
                 Outcome::Ok(Value::None)
             }
             _ => Outcome::Err(error(&format!("no function {qualname}"))),
@@ -269,10 +313,14 @@ fn a_slow_request_does_not_block_other_threads() {
     let slow = {
         let master = master.clone();
         std::thread::spawn(move || {
-            master.call(info.peer, call_op("sleep", vec![Value::Int(1500)]), LIMIT)
+            master.call(
+                info.peer,
+                call_op("sleep", vec![Value::Int(1500), Value::Str("slow".into())]),
+                LIMIT,
+            )
         })
     };
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for_sleep("slow", false);
     let start = Instant::now();
     assert_eq!(
         int(master.call(
@@ -312,10 +360,17 @@ fn a_slow_request_right_after_fast_ones_does_not_block_other_threads() {
                 );
                 assert_eq!(int(sum), i + 1);
             }
-            master.call(info.peer, call_op("sleep", vec![Value::Int(1500)]), LIMIT)
+            master.call(
+                info.peer,
+                call_op(
+                    "sleep",
+                    vec![Value::Int(1500), Value::Str("slow-after-fast".into())],
+                ),
+                LIMIT,
+            )
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_sleep("slow-after-fast", false);
     let start = Instant::now();
     assert_eq!(
         int(master.call(
@@ -344,10 +399,14 @@ fn losing_the_twin_fails_pending_and_later_calls() {
     let waiting = {
         let master = master.clone();
         std::thread::spawn(move || {
-            master.call(info.peer, call_op("sleep", vec![Value::Int(3000)]), LIMIT)
+            master.call(
+                info.peer,
+                call_op("sleep", vec![Value::Int(3000), Value::Str("lost".into())]),
+                LIMIT,
+            )
         })
     };
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for_sleep("lost", false);
     let start = Instant::now();
     twin.shutdown(Duration::from_secs(0));
     // The twin kernel stopping closes nothing by itself; drop its socket by
@@ -376,7 +435,7 @@ fn timeouts_abandon_the_call_and_the_late_reply_is_discarded() {
     let (master, twin, info) = pair();
     let result = master.call(
         info.peer,
-        call_op("sleep", vec![Value::Int(300)]),
+        call_op("sleep", vec![Value::Int(300), Value::Str("late".into())]),
         Some(Duration::from_millis(50)),
     );
     assert!(matches!(result, Err(CallError::Timeout)), "got {result:?}");
@@ -389,7 +448,9 @@ fn timeouts_abandon_the_call_and_the_late_reply_is_discarded() {
         )),
         11
     );
-    std::thread::sleep(Duration::from_millis(400));
+    // Once the slow call has ended its late reply is on its way: it must not
+    // complete the next call either.
+    wait_for_sleep("late", true);
     assert_eq!(
         int(master.call(
             info.peer,

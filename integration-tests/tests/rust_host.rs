@@ -151,7 +151,15 @@ fn a_twin_killed_mid_call_fails_every_pending_call_promptly() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(300));
+        // Kill it once all four calls are in flight.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while kernel.pending_calls() < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "{flavour}: the calls were never sent"
+            );
+            std::thread::yield_now();
+        }
         let killed = Instant::now();
         // SAFETY: kill(2) with a pid we started and still own (not yet reaped).
         assert_eq!(unsafe { libc::kill(twin.pid as i32, libc::SIGKILL) }, 0);
