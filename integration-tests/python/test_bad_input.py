@@ -330,10 +330,15 @@ def test_ctrl_c_interrupts_a_waiting_call(twin_exe, tmp_path):
         line = process.stdout.readline().strip()
         assert line.startswith("INTERRUPTED"), line + process.stderr.read()
         assert time.monotonic() - interrupted_at < 2.0
-        out, err = process.communicate(timeout=60)
+        # Not communicate(): it reads the raw pipe, and readline() above may
+        # already hold the next lines in its buffer.
+        process.wait(timeout=60)
+        out, err = process.stdout.read(), process.stderr.read()
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
+        process.stdout.close()
+        process.stderr.close()
     assert process.returncode == 0, out + err
     assert out.splitlines() == ["STILL USABLE [3]", "DONE"], out + err
