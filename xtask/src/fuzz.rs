@@ -26,7 +26,9 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use crate::cli::{self, Cli};
 use crate::{Phases, cargo, run, succeeds};
+use lexopt::Arg;
 
 /// The targets, in the order they run.
 const TARGETS: [&str; 3] = ["wire_decode", "wire_stream", "kernel_peer"];
@@ -130,8 +132,7 @@ struct Report {
 }
 
 /// `cargo xtask fuzz [--seconds N] [TARGET...]`.
-pub(crate) fn run_task(root: &Path, args: &[String]) -> Result<()> {
-    let (seconds, targets) = parse_args(args)?;
+pub(crate) fn run_task(root: &Path, seconds: u64, targets: &[String]) -> Result<()> {
     let start = Instant::now();
     let mut phases = Phases::default();
     let toolchain = phases.run("cargo-fuzz and a compiler", || {
@@ -180,37 +181,41 @@ pub(crate) fn run_task(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn parse_args(args: &[String]) -> Result<(u64, Vec<String>)> {
+/// `cargo xtask fuzz --help`.
+const USAGE: &str = "\
+usage: cargo xtask fuzz [--seconds N] [TARGET...]
+
+libFuzzer (cargo fuzz) on each TARGET (default: all of wire_decode, wire_stream,
+kernel_peer) for N seconds each (default 60), starting from the committed seeds in
+fuzz/corpus and what earlier runs here found; fails on any crash.
+";
+
+/// `[--seconds N] [TARGET...]`.
+pub(crate) fn parse_args(args: &[String]) -> Result<Cli<(u64, Vec<String>)>> {
+    let mut parser = lexopt::Parser::from_args(args.iter().cloned());
     let mut seconds = DEFAULT_SECONDS;
     let mut targets = Vec::new();
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        if arg == "--seconds" {
-            let value = args.next().context("`--seconds` needs a number")?;
-            seconds = value
-                .parse()
-                .with_context(|| format!("`--seconds {value}`: not a whole number"))?;
-        } else if let Some(value) = arg.strip_prefix("--seconds=") {
-            seconds = value
-                .parse()
-                .with_context(|| format!("`{arg}`: not a whole number"))?;
-        } else if TARGETS.contains(&arg.as_str()) {
-            targets.push(arg.clone());
-        } else {
-            bail!(
-                "`cargo xtask fuzz`: unknown argument `{arg}`; usage: \
-                 cargo xtask fuzz [--seconds N] [TARGET...], targets: {}",
-                TARGETS.join(", ")
-            );
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Arg::Short('h') | Arg::Long("help") => return Ok(Cli::Help(USAGE)),
+            Arg::Long("seconds") => seconds = cli::positive(&mut parser, "--seconds")?,
+            Arg::Value(value) => {
+                let target = cli::string(value)?;
+                if !TARGETS.contains(&target.as_str()) {
+                    bail!(
+                        "`cargo xtask fuzz`: no target `{target}`; targets: {}",
+                        TARGETS.join(", ")
+                    );
+                }
+                targets.push(target);
+            }
+            other => bail!("{}\n\n{USAGE}", other.unexpected()),
         }
-    }
-    if seconds == 0 {
-        bail!("`--seconds` must be at least 1");
     }
     if targets.is_empty() {
         targets = TARGETS.iter().map(|t| (*t).to_owned()).collect();
     }
-    Ok((seconds, targets))
+    Ok(Cli::Run((seconds, targets)))
 }
 
 /// Installs cargo-fuzz unless `cargo fuzz` already works.

@@ -19,6 +19,7 @@
 //! and required when `CI=true`.
 
 mod bench;
+mod cli;
 mod fuzz;
 mod python;
 #[cfg(test)]
@@ -33,6 +34,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use cli::Cli;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -62,6 +64,8 @@ tasks:
                            a CPython twin for N s (default 60): calls/s, RSS at start and
                            end, live exported objects; report in target/bench/soak.md
 
+`cargo xtask TASK --help` tells more of each task.
+
 environment:
   CI=true                  a missing PyPy is an error instead of a warning
 ";
@@ -76,15 +80,30 @@ fn main() -> Result<()> {
         .with_context(|| format!("cannot enter the workspace root {}", root.display()))?;
 
     match task.as_deref() {
-        Some("build") => {
-            no_arguments("build", &rest)?;
-            python::build(&root).map(drop)
-        }
-        Some("test") => test(&root, passthrough(rest)),
-        Some("example") => example(&root, passthrough(rest)),
-        Some("bench") => bench::run(&root, &rest),
-        Some("fuzz") => fuzz::run_task(&root, &rest),
-        Some("soak") => soak(&root, &rest),
+        Some("build") => match cli::nothing(rest, cli::BUILD)? {
+            Cli::Run(()) => python::build(&root).map(drop),
+            Cli::Help(usage) => help(usage),
+        },
+        Some("test") => match cli::passthrough(rest, cli::TEST)? {
+            Cli::Run(pytest_args) => test(&root, pytest_args),
+            Cli::Help(usage) => help(usage),
+        },
+        Some("example") => match cli::passthrough(rest, cli::EXAMPLE)? {
+            Cli::Run(script_args) => example(&root, script_args),
+            Cli::Help(usage) => help(usage),
+        },
+        Some("bench") => match bench::Options::parse(&rest)? {
+            Cli::Run(options) => bench::run(&root, options),
+            Cli::Help(usage) => help(usage),
+        },
+        Some("fuzz") => match fuzz::parse_args(&rest)? {
+            Cli::Run((seconds, targets)) => fuzz::run_task(&root, seconds, &targets),
+            Cli::Help(usage) => help(usage),
+        },
+        Some("soak") => match cli::seconds(rest, cli::SOAK, 60)? {
+            Cli::Run(seconds) => soak(&root, seconds),
+            Cli::Help(usage) => help(usage),
+        },
         Some(bench::ECHO_CHILD) => bench::echo_child(),
         None | Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
@@ -148,12 +167,8 @@ fn example(root: &Path, args: Vec<String>) -> Result<()> {
 /// `cargo xtask soak [--seconds N]`: mixed load on a PyPy and a CPython twin
 /// (`integration-tests/python/soak.py`), reported as a table on stdout and in
 /// `target/bench/soak.md`. Fails if a call failed or objects stayed exported.
-fn soak(root: &Path, args: &[String]) -> Result<()> {
-    let seconds = match args {
-        [] => "60".to_owned(),
-        [flag, n] if flag == "--seconds" && n.parse::<f64>().is_ok() => n.clone(),
-        _ => bail!("usage: cargo xtask soak [--seconds N]"),
-    };
+fn soak(root: &Path, seconds: u64) -> Result<()> {
+    let seconds = seconds.to_string();
     let venvs = python::build(root)?;
     if venvs.pypy.is_none() {
         bail!("the soak needs PyPy (pypy3) for its PyPy twin");
@@ -243,18 +258,9 @@ fn show(cmd: &Command) -> String {
         .join(" ")
 }
 
-/// Arguments after `--` (the `--` itself is optional).
-fn passthrough(mut args: Vec<String>) -> Vec<String> {
-    if args.first().is_some_and(|arg| arg == "--") {
-        args.remove(0);
-    }
-    args
-}
-
-fn no_arguments(task: &str, args: &[String]) -> Result<()> {
-    if !args.is_empty() {
-        bail!("`cargo xtask {task}` takes no arguments, got {args:?}\n\n{USAGE}");
-    }
+/// `cargo xtask TASK --help`.
+fn help(usage: &str) -> Result<()> {
+    print!("{usage}");
     Ok(())
 }
 

@@ -37,7 +37,9 @@ use anyhow::{Context, Result, bail, ensure};
 pub use floor::{ECHO_CHILD, echo_child};
 use json::Json;
 
+use crate::cli::{self, Cli};
 use crate::python;
+use lexopt::Arg;
 
 /// The peers' venvs under `target/`: directory, the import that shows it is filled,
 /// and the PyPI packages to install if it is not. The original cpy2py imports as
@@ -74,9 +76,25 @@ const WIRE_PAYLOADS: [(&str, &str); 3] = [
     ("dict_10k", "encode Reply 10k str→float dict"),
 ];
 
+/// `cargo xtask bench --help`.
+const USAGE: &str = "\
+usage: cargo xtask bench [--quick] [--only NAME[,NAME...]]
+
+In one run: the floors (socketpair ping-pong in Rust and in Python), cpy2py with a
+CPython and a PyPy twin, the peers (multiprocessing, execnet, RPyC, Pyro5, cpy2py
+0.17.1 from PyPI) and the wire codec, side by side; report in
+target/bench/report.md, raw data in report.json, chart in report.svg.
+
+  --quick       fewer calls per metric (a few minutes in all)
+  --only NAMES  groups (wire, floors, ours, peers) or metrics (noop, add, method,
+                attribute, bounce10, bytes_1mib, list_100k, dict_10k, startup,
+                threads, rust_host_noop, for ours and peers); ours and peers bring
+                the floors along
+";
+
 /// What to run, from the command line.
 #[derive(Debug, PartialEq)]
-struct Options {
+pub(crate) struct Options {
     quick: bool,
     groups: Vec<&'static str>,
     /// Metrics to restrict `ours` and `peers` to; empty for all.
@@ -84,20 +102,23 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: &[String]) -> Result<Options> {
+    /// Parses `[--quick] [--only NAME[,NAME...]]` (or `--help`).
+    pub(crate) fn parse(args: &[String]) -> Result<Cli<Options>> {
+        let mut parser = lexopt::Parser::from_args(args.iter().cloned());
         let mut quick = false;
-        let mut names = Vec::new();
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--quick" => quick = true,
-                "--only" => {
-                    let list = args.next().context("--only needs a NAME")?;
-                    names.extend(list.split(',').filter(|name| !name.is_empty()));
-                }
-                other => bail!("unknown argument `{other}` to `cargo xtask bench`"),
+        let mut lists = Vec::new();
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Arg::Short('h') | Arg::Long("help") => return Ok(Cli::Help(USAGE)),
+                Arg::Long("quick") => quick = true,
+                Arg::Long("only") => lists.push(cli::string(parser.value()?)?),
+                other => bail!("{}\n\n{USAGE}", other.unexpected()),
             }
         }
+        let names = lists
+            .iter()
+            .flat_map(|list| list.split(','))
+            .filter(|name| !name.is_empty());
         let mut groups = Vec::new();
         let mut metrics = Vec::new();
         for name in names {
@@ -125,11 +146,11 @@ impl Options {
             groups.push("floors");
         }
         groups.sort_by_key(|group| GROUPS.iter().position(|g| g == group));
-        Ok(Options {
+        Ok(Cli::Run(Options {
             quick,
             groups,
             metrics,
-        })
+        }))
     }
 
     fn runs(&self, group: &str) -> bool {
@@ -174,8 +195,7 @@ impl Options {
 }
 
 /// `cargo xtask bench [--quick] [--only NAME[,NAME...]]`.
-pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    let options = Options::parse(args)?;
+pub(crate) fn run(root: &Path, options: Options) -> Result<()> {
     let began = Instant::now();
     let out_dir = root.join("target").join("bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -599,7 +619,10 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<Options> {
-        Options::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+        match Options::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())? {
+            Cli::Run(options) => Ok(options),
+            Cli::Help(_) => anyhow::bail!("help"),
+        }
     }
 
     #[test]
@@ -623,5 +646,10 @@ mod tests {
         assert!(parse(&["--only", "nonsense"]).is_err());
         assert!(parse(&["--only"]).is_err());
         assert!(parse(&["--fast"]).is_err());
+        assert_eq!(parse(&["--only=wire"]).unwrap().groups, vec!["wire"]);
+        assert!(matches!(
+            Options::parse(&["--help".to_owned()]).unwrap(),
+            Cli::Help(USAGE)
+        ));
     }
 }
