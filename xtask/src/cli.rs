@@ -25,8 +25,9 @@ target/venv-cpython (target/venv-pypy).
 pub(crate) const TEST: &str = "\
 usage: cargo xtask test [-- PYTEST_ARGS...]
 
-cargo fmt --check, clippy, the build, cargo test, then pytest with a CPython master
-and with a PyPy master. Arguments after `--` go to both pytest runs (e.g. `-- -k
+cargo fmt --check, clippy, the build, mypy --strict on the Python package and
+stubtest of cpy2py._native, cargo test, then pytest with a CPython master and with
+a PyPy master. Arguments after `--` go to both pytest runs (e.g. `-- -k
 compat -x`).
 ";
 

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo xtask build                    build cpy2py for CPython and PyPy into target/venv-*
-//! cargo xtask test [-- PYTEST_ARGS]    fmt, clippy, build, cargo test, pytest (both masters)
+//! cargo xtask test [-- PYTEST_ARGS]    fmt, clippy, build, mypy, cargo test, pytest (both masters)
 //! cargo xtask example [-- ARGS]        run examples/hello_twins.py: CPython master, PyPy twin
 //! cargo xtask bench [--quick] [--only NAME]  floors, cpy2py, peers and wire codec, side by side
 //! cargo xtask fuzz [--seconds N]       cargo fuzz on the frame decoder and the kernel
@@ -42,8 +42,9 @@ usage: cargo xtask <task>
 tasks:
   build                    build the cpy2py extension for CPython (and PyPy, if found)
                            and install it into target/venv-cpython (target/venv-pypy)
-  test [-- PYTEST_ARGS]    cargo fmt --check, clippy, build, cargo test, then pytest with
-                           a CPython master and with a PyPy master
+  test [-- PYTEST_ARGS]    cargo fmt --check, clippy, build, mypy --strict and stubtest,
+                           cargo test, then pytest with a CPython master and with a
+                           PyPy master
   example [-- ARGS]        build, then run examples/hello_twins.py (CPython master, PyPy twin)
   bench [--quick] [--only NAME[,NAME...]]
                            in one run: the floors (socketpair ping-pong in Rust and in
@@ -130,6 +131,18 @@ fn test(root: &Path, pytest_args: Vec<String>) -> Result<()> {
         ]))
     })?;
     let venvs = phases.run("build (maturin, both interpreters)", || python::build(root))?;
+    phases.run("mypy --strict, stubtest cpy2py._native", || {
+        let package = root.join("cpy2py-python").join("python");
+        run(Command::new(&venvs.cpython)
+            .args(["-m", "mypy", "--strict", "--cache-dir"])
+            .arg(root.join("target").join("mypy"))
+            .arg(package.join("cpy2py"))
+            .env("MYPYPATH", &package))?;
+        // The installed extension against its installed stub.
+        run(Command::new(&venvs.cpython)
+            .args(["-m", "mypy.stubtest", "cpy2py._native"])
+            .current_dir(root.join("target")))
+    })?;
     phases.run("cargo test", || {
         run(venvs.test_env(cargo().args(["test", "--workspace"])))
     })?;

@@ -24,6 +24,8 @@ const TEST_DEPS: &[&str] = &["pytest", "pytest-timeout"];
 const TEST_DEPS_IMPORT: &str = "import pytest, pytest_timeout";
 /// maturin, installed into the CPython virtualenv only; it builds both flavours.
 const MATURIN: &str = "maturin>=1.5,<2";
+/// mypy (`--strict` and `stubtest` of `cpy2py._native`), CPython virtualenv only.
+const MYPY: &str = "mypy>=1.10,<3";
 
 /// A kind of Python interpreter we build for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -149,7 +151,9 @@ fn ensure_venv(root: &Path, flavour: Flavour) -> Result<PathBuf> {
 
     let maturin = dir.join("bin").join("maturin");
     let installed = succeeds(Command::new(&python).args(["-c", TEST_DEPS_IMPORT]))
-        && (flavour != Flavour::CPython || succeeds(Command::new(&maturin).arg("--version")));
+        && (flavour != Flavour::CPython
+            || (succeeds(Command::new(&maturin).arg("--version"))
+                && succeeds(Command::new(&python).args(["-c", "import mypy.stubtest"]))));
     if !installed {
         let mut pip = Command::new(&python);
         pip.args([
@@ -161,7 +165,7 @@ fn ensure_venv(root: &Path, flavour: Flavour) -> Result<PathBuf> {
         ])
         .args(TEST_DEPS);
         if flavour == Flavour::CPython {
-            pip.arg(MATURIN);
+            pip.args([MATURIN, MYPY]);
         }
         run(&mut pip)?;
     }

@@ -13,6 +13,35 @@ exceptions (see that module).
 
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
+__all__ = [
+    "PROTOCOL_VERSION",
+    "MASTER_PEER",
+    "init_master",
+    "is_initialized",
+    "spawn",
+    "stop",
+    "is_alive",
+    "is_connected",
+    "exit_status",
+    "twin_pid",
+    "peer_info",
+    "call",
+    "serve",
+    "twin_id",
+    "master_id",
+    "my_peer",
+    "peer_of",
+    "instantiate",
+    "call_method",
+    "get_attr",
+    "set_attr",
+    "del_attr",
+    "proxy_dropped",
+    "flush_releases",
+    "exported_count",
+    "call_host",
+]
+
 PROTOCOL_VERSION: int
 """Wire protocol version spoken by this build."""
 
@@ -72,7 +101,7 @@ def peer_info(peer: int) -> Tuple[str, str, str]:
     """``(twin_id, interpreter, version)`` from the peer's handshake."""
 
 def call(
-    peer: int, func: Any, args: Tuple[Any, ...], kwargs: Mapping[str, Any],
+    peer: int, func: Any, args: Tuple[Any, ...], kwargs: Optional[Mapping[str, Any]] = None,
     timeout: Optional[float] = None,
 ) -> Any:
     """Run ``func(*args, **kwargs)`` in peer ``peer`` and return its result.

@@ -41,7 +41,7 @@ import site
 import sys
 import traceback
 import types
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, cast
 
 from . import _routing, errors, kernel_state
 
@@ -101,7 +101,7 @@ def global_name(obj: object) -> tuple[str, str] | None:
 
 def _find_global_name(obj: object) -> tuple[str, str] | None:
     try:
-        module_name = obj.__module__  # type: ignore[attr-defined]
+        module_name = obj.__module__
         qualname = obj.__qualname__  # type: ignore[attr-defined]
     except Exception:
         return None
@@ -280,9 +280,10 @@ if sys.implementation.name == "pypy":
     # PyPy pickles bound builtin methods ([].count) with its own _pickle_support
     # module, which CPython lacks; pickle them the portable way, as CPython does.
     # (Not needed on CPython, whose C pickler would pay for a dispatch table.)
-    _Pickler.dispatch_table = collections.ChainMap(  # type: ignore[assignment]
-        {types.MethodType: _reduce_method}, copyreg.dispatch_table
-    )
+    _methods: Dict[type, Any] = {types.MethodType: _reduce_method}
+    # a view of copyreg's live table (typeshed types it narrower than ChainMap wants)
+    _copyreg_table = cast(Dict[type, Any], copyreg.dispatch_table)
+    _Pickler.dispatch_table = collections.ChainMap(_methods, _copyreg_table)
 
 
 class _Unpickler(pickle.Unpickler):
@@ -352,7 +353,7 @@ def peer_gone(peer: int) -> None:
     _routing.forget_peer_number(peer)
 
 
-def pack_numbers(items: list) -> Optional[tuple]:
+def pack_numbers(items: List[Any]) -> Optional[Tuple[str, bytes]]:
     """``("q", bytes)`` for a list of ints that all fit in 64 signed bits,
     ``("d", bytes)`` for a list of floats (packed little-endian), else ``None``.
 
@@ -375,7 +376,7 @@ def pack_numbers(items: list) -> Optional[tuple]:
     return kind, packed.tobytes()
 
 
-def unpack_numbers(kind: str, data: bytes) -> list:
+def unpack_numbers(kind: str, data: bytes) -> List[Any]:
     """The list :func:`pack_numbers` packed."""
     packed = array.array(kind, data)
     if sys.byteorder != "little":
@@ -463,7 +464,7 @@ def rebuild_exception(
     traceback: str,
     pickled: bytes | None,
     twin_id: str,
-    references: Optional[list] = None,
+    references: Optional[List[Any]] = None,
 ) -> BaseException:
     """The local exception for one raised in ``twin_id``.
 
@@ -488,7 +489,7 @@ def rebuild_exception(
 # ------------------------------------------------------------------------- __main__
 
 
-def main_module_spec() -> dict:
+def main_module_spec() -> Dict[str, Any]:
     """What a twin needs to import the master's ``__main__`` and the user's modules.
 
     ``{'path': absolute path of the main script or None, 'module': its module name
@@ -562,7 +563,10 @@ class _MainLoader(importlib.abc.Loader):
 
     def exec_module(self, module: Any) -> None:
         if self.path.endswith((".pyc", ".pyo")):
-            code = importlib.machinery.SourcelessFileLoader(MAIN_ALIAS, self.path).get_code(MAIN_ALIAS)
+            compiled = importlib.machinery.SourcelessFileLoader(MAIN_ALIAS, self.path).get_code(MAIN_ALIAS)
+            if compiled is None:
+                raise ImportError("no code in the master's main file %s" % (self.path,))
+            code = compiled
         else:
             with io.open_code(self.path) as source_file:
                 source = source_file.read()
@@ -600,7 +604,7 @@ class _ImportAsMainLoader(importlib.abc.Loader):
 class _MainFinder(importlib.abc.MetaPathFinder):
     """Finds :data:`MAIN_ALIAS` in a twin: the master's main script, loaded lazily."""
 
-    def __init__(self, config: Optional[dict]) -> None:
+    def __init__(self, config: Optional[Dict[str, Any]]) -> None:
         self.config = config or {}
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
@@ -646,7 +650,7 @@ class _MainFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
-def _install_twin_main(config: Optional[dict]) -> None:
+def _install_twin_main(config: Optional[Dict[str, Any]]) -> None:
     """Set this twin up to load the master's ``__main__`` on first use.
 
     ``config`` is ``{'path': ..., 'module': ..., 'run_main': bool, 'reason': ...}`` or

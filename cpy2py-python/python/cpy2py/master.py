@@ -141,6 +141,10 @@ class TwinMaster(object):
     #: Seconds a twin may take from spawn to handshake in :meth:`start`.
     startup_timeout = 30.0
 
+    #: Default timeout of :meth:`execute` in seconds (None: none).
+    call_timeout: Optional[float]
+    _initialized: bool
+
     def __new__(
         cls,
         executable: Optional[str] = None,
@@ -214,7 +218,7 @@ class TwinMaster(object):
             self.main_module = main_module
             self.run_main = bool(run_main)
             self.restore_argv = bool(restore_argv)
-            self.call_timeout: Optional[float] = _check_timeout(call_timeout)
+            self.call_timeout = _check_timeout(call_timeout)
             self._lock = threading.RLock()
             self._peer: Optional[int] = None
             self._ended: Optional[str] = None

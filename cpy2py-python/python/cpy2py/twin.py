@@ -47,6 +47,8 @@ def _read_config() -> Dict[str, Any]:
             "master and this interpreter have different cpy2py versions"
             % (config.get("version"), CONFIG_VERSION)
         )
+    if not isinstance(config, dict):
+        raise SystemExit("cpy2py.twin: the configuration from the master is not a JSON object")
     return config
 
 

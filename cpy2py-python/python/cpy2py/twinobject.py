@@ -149,7 +149,7 @@ def _is_native(cls: type) -> bool:
     twin_id = type.__getattribute__(cls, "__twin_id__")
     if twin_id is None:
         twin_id = kernel_state.MASTER_ID
-    return twin_id == kernel_state.TWIN_ID
+    return bool(twin_id == kernel_state.TWIN_ID)
 
 
 def _call_in_twin(twin_id: str, func: Any, args: Tuple[Any, ...]) -> Any:
@@ -555,7 +555,7 @@ def method_of(obj: Any, name: str) -> Any:
 
 
 def _owner(proxy: Any) -> int:
-    return proxy._cpy2py_ref[0]
+    return int(proxy._cpy2py_ref[0])
 
 
 def _describe_proxy(proxy: Any) -> str:
@@ -622,7 +622,7 @@ def _proxy_delattr(self: Any, name: str) -> None:
 
 def _proxy_repr(self: Any) -> str:
     try:
-        return _call_method(self, "__repr__", (), {})
+        return str(_call_method(self, "__repr__", (), {}))
     except errors.TwinterpeterUnavailable as error:
         return "<%s: %s>" % (_describe_proxy(self)[1:-1], error)
 
@@ -807,7 +807,7 @@ def _build_proxy_class(cls: type) -> type:
         if slots is not None:
             attempt["__slots__"] = slots
         try:
-            proxy_cls = TwinMeta(cls.__name__, (cls,), attempt)
+            proxy_cls: type = TwinMeta(cls.__name__, (cls,), attempt)
         except TypeError as error:  # __weakref__ exists already, or a variable-size base
             last_error = error
             continue
