@@ -66,7 +66,7 @@ BOOTSTRAP_ALIAS = "__cpy2py_bootstrap__"
 
 _log = logging.getLogger("__cpy2py__.runtime")
 
-#: Whether this process is a twin (set once by :func:`_install_twin_main`).
+#: Whether this process is a twin (set once by :func:`install_twin_main`).
 _IS_TWIN = False
 
 # --------------------------------------------------------------------------- names
@@ -199,7 +199,7 @@ class _NoTwinObjects(object):
     """Stands for TwinObject until :mod:`cpy2py.twinobject` is imported."""
 
 
-#: ``cpy2py.twinobject.TwinObject`` (set by :func:`_install_twin_objects`).
+#: ``cpy2py.twinobject.TwinObject`` (set by :func:`install_twin_objects`).
 _TWIN_OBJECT: type = _NoTwinObjects
 #: Type of the methods of proxies not known to their proxy class
 #: (``cpy2py.twinobject._RemoteMethod``).
@@ -216,7 +216,7 @@ _new_proxy: Any = _no_proxies
 _method_of: Any = _no_proxies
 
 
-def _install_twin_objects(twin_object: type, new_proxy: Any, method_of: Any, remote_method: type) -> None:
+def install_twin_objects(twin_object: type, new_proxy: Any, method_of: Any, remote_method: type) -> None:
     """Called once by :mod:`cpy2py.twinobject`: the TwinObject base class, the proxy
     factory ``new_proxy(cls, owner, object_id)``, ``method_of(obj, name)`` for
     methods in pickles, and the type of remote methods."""
@@ -538,7 +538,7 @@ def _user_sys_path() -> List[str]:
     return result
 
 
-def _become_master() -> None:
+def become_master() -> None:
     """Make :data:`MAIN_ALIAS` importable in the master (it is ``__main__``)."""
     if _IS_TWIN:
         raise RuntimeError("this process is twinterpreter %r, not a master" % (kernel_state.TWIN_ID,))
@@ -650,7 +650,7 @@ class _MainFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
-def _install_twin_main(config: Optional[Dict[str, Any]]) -> None:
+def install_twin_main(config: Optional[Dict[str, Any]]) -> None:
     """Set this twin up to load the master's ``__main__`` on first use.
 
     ``config`` is ``{'path': ..., 'module': ..., 'run_main': bool, 'reason': ...}`` or
@@ -668,7 +668,7 @@ def _install_twin_main(config: Optional[Dict[str, Any]]) -> None:
     sys.meta_path.insert(0, _MainFinder(config))
 
 
-def _load_main() -> Any:
+def load_main() -> Any:
     """Load the master's ``__main__`` now (for ``run_main``)."""
     return importlib.import_module(MAIN_ALIAS)
 

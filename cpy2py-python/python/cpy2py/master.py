@@ -50,7 +50,7 @@ def _ensure_master() -> None:
                 "twinterpreter %r cannot start twins itself; only the master %r can"
                 % (kernel_state.TWIN_ID, kernel_state.MASTER_ID)
             )
-        _runtime._become_master()
+        _runtime.become_master()
         _native.init_master(kernel_state.MASTER_ID)
         atexit.register(_stop_all)
         _master_ready = True

@@ -41,14 +41,14 @@ def _read_config() -> Dict[str, Any]:
             "(cpy2py.TwinMaster), not by hand" % (CONFIG_ENV,)
         )
     config = json.loads(raw)
+    if not isinstance(config, dict):
+        raise SystemExit("cpy2py.twin: the configuration from the master is not a JSON object")
     if config.get("version") != CONFIG_VERSION:
         raise SystemExit(
             "cpy2py.twin: configuration version %r from the master, expected %r: the "
             "master and this interpreter have different cpy2py versions"
             % (config.get("version"), CONFIG_VERSION)
         )
-    if not isinstance(config, dict):
-        raise SystemExit("cpy2py.twin: the configuration from the master is not a JSON object")
     return config
 
 
@@ -60,7 +60,7 @@ def _prepare(config: Dict[str, Any]) -> None:
     if config.get("argv") is not None:
         sys.argv[:] = config["argv"]
     main = config.get("main")
-    _runtime._install_twin_main(main)
+    _runtime.install_twin_main(main)
     _log.debug(
         "twinterpreter %r (pid %d, %s %s) of master %r; sys.path += %r; main: %r",
         kernel_state.TWIN_ID,
@@ -72,7 +72,7 @@ def _prepare(config: Dict[str, Any]) -> None:
         main,
     )
     if main and main.get("run_main") and (main.get("path") or main.get("module")):
-        _runtime._load_main()
+        _runtime.load_main()
 
 
 def _flush_stdio() -> None:

@@ -851,4 +851,4 @@ def _refresh_proxies(cls: type, name: str) -> None:
                 type.__setattr__(proxy_cls, name, shadow)
 
 
-_runtime._install_twin_objects(TwinObject, new_proxy, method_of, _RemoteMethod)
+_runtime.install_twin_objects(TwinObject, new_proxy, method_of, _RemoteMethod)
