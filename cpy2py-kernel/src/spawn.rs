@@ -479,6 +479,10 @@ impl Kernel {
         // (checked above); nothing else in this process owns it.
         let stream = unsafe { UnixStream::from_raw_fd(fd) };
         let io_err = |context| move |source| KernelError::Io { context, source };
+        // Inherited without FD_CLOEXEC (to survive our exec): a program this
+        // twin runs must not inherit it, or the master would see no end of
+        // stream when this twin dies while that program lives on.
+        sys::set_cloexec(stream.as_fd()).map_err(io_err("configuring the socket"))?;
         // Restore the master's stderr now that we know we can connect.
         if let Some(err_fd) = std::env::var(ENV_STDERR_FD)
             .ok()

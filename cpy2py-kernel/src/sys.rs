@@ -123,6 +123,11 @@ pub(crate) fn clear_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?)
 }
 
+/// Sets `FD_CLOEXEC`, so that programs this process runs do not inherit `fd`.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?)
+}
+
 /// Asks the kernel to send SIGKILL to this process when its parent thread dies,
 /// then checks the parent is still `parent` (it may have died before the
 /// request). Async-signal-safe (raw system calls): runs between fork and exec.

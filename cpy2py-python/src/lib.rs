@@ -631,23 +631,42 @@ fn peer_of(twin_id: &str) -> Option<u32> {
         .map(|p| p.0)
 }
 
-/// With `CPY2PY_DEBUG` set, the kernel's own events go to stderr at the level
-/// it names (`DEBUG` when it names none), like the `__cpy2py__` loggers. They
-/// are written directly, not through Python logging: kernel threads emit them
-/// while holding kernel locks, where taking the GIL could deadlock.
-fn init_kernel_logging() {
-    let Ok(setting) = std::env::var("CPY2PY_DEBUG") else {
-        return;
-    };
+/// `CPY2PY_DEBUG`, parsed here once for both sides: unset or empty, no
+/// logging; a level name (any case; `WARN` for `WARNING`) sets the level;
+/// anything else means `DEBUG`. The name is Python logging's.
+fn debug_level() -> Option<&'static str> {
+    let setting = std::env::var("CPY2PY_DEBUG").ok()?;
+    let setting = setting.trim();
     if setting.is_empty() {
-        return;
+        return None;
     }
-    let level = match setting.to_ascii_uppercase().as_str() {
-        "CRITICAL" | "ERROR" => tracing::Level::ERROR,
-        "WARNING" | "WARN" => tracing::Level::WARN,
-        "INFO" => tracing::Level::INFO,
-        "TRACE" => tracing::Level::TRACE,
-        _ => tracing::Level::DEBUG,
+    Some(match setting.to_ascii_uppercase().as_str() {
+        "CRITICAL" => "CRITICAL",
+        "ERROR" => "ERROR",
+        "WARNING" | "WARN" => "WARNING",
+        "INFO" => "INFO",
+        _ => "DEBUG",
+    })
+}
+
+/// The level `CPY2PY_DEBUG` asks the `__cpy2py__` loggers for, as a Python
+/// logging level name, or None (no logging).
+#[pyfunction]
+fn log_level() -> Option<&'static str> {
+    debug_level()
+}
+
+/// With `CPY2PY_DEBUG` set, the kernel's own events go to stderr at the level
+/// it names, like the `__cpy2py__` loggers. They are written directly, not
+/// through Python logging: kernel threads emit them while holding kernel locks,
+/// where taking the GIL could deadlock.
+fn init_kernel_logging() {
+    let level = match debug_level() {
+        None => return,
+        Some("CRITICAL" | "ERROR") => tracing::Level::ERROR,
+        Some("WARNING") => tracing::Level::WARN,
+        Some("INFO") => tracing::Level::INFO,
+        Some(_) => tracing::Level::DEBUG,
     };
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(level)
@@ -665,6 +684,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     init_kernel_logging();
     m.add("PROTOCOL_VERSION", cpy2py_wire::PROTOCOL_VERSION)?;
     m.add("MASTER_PEER", PeerId::MASTER.0)?;
+    m.add_function(wrap_pyfunction!(log_level, m)?)?;
     m.add_function(wrap_pyfunction!(init_master, m)?)?;
     m.add_function(wrap_pyfunction!(is_initialized, m)?)?;
     m.add_function(wrap_pyfunction!(spawn, m)?)?;

@@ -6,6 +6,7 @@ the twins), so this module must import without pytest and run on Python 3.9 (PyP
 
 import ctypes
 import os
+import subprocess
 import socket
 import threading
 import time
@@ -120,3 +121,9 @@ def echo(value):
 
 def getpid():
     return os.getpid()
+
+
+def start_program(seconds):
+    """Runs ``sleep seconds`` as a program of this twin's, inheriting every fd
+    it may (``close_fds=False``); its pid."""
+    return subprocess.Popen(["sleep", str(seconds)], close_fds=False).pid

@@ -144,6 +144,23 @@ KILLED_MASTER = textwrap.dedent(
 )
 
 
+def test_a_twin_killed_while_a_program_it_ran_lives_on_fails_its_calls_promptly(fresh_twin):
+    # The program inherits what the twin does not mark close-on-exec; were the
+    # twin's socket among it, its end of stream would never come.
+    program = fresh_twin.execute(faulthelpers.start_program, 60)
+    try:
+        pending = InFlight(fresh_twin, 1, faulthelpers.nap, 60)
+        wait_busy(fresh_twin, 1)
+        killed_at = time.monotonic()
+        os.kill(fresh_twin.pid, signal.SIGKILL)
+        [(kind, error, ended_at)] = pending.join()
+        assert kind == "raised" and isinstance(error, errors.TwinterpeterTerminated), (kind, error)
+        assert ended_at - killed_at < DETECTION, "failed only after %.2f s" % (ended_at - killed_at)
+        assert not pid_gone(program), "the program should outlive the twin"
+    finally:
+        os.kill(program, signal.SIGKILL)
+
+
 def test_master_killed_takes_its_twins_along(twin_exe, tmp_path):
     script = tmp_path / "killed_master.py"
     script.write_text(KILLED_MASTER)

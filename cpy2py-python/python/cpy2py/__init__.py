@@ -25,8 +25,9 @@ may be a level name such as ``INFO``; otherwise the level is ``DEBUG``).
 from __future__ import annotations
 
 import logging as _logging
-import os as _os
 from typing import Any as _Any
+
+from . import _native
 
 
 def _setup_logging() -> None:
@@ -34,13 +35,12 @@ def _setup_logging() -> None:
     if getattr(logger, "_cpy2py_configured", False):
         return
     logger._cpy2py_configured = True  # type: ignore[attr-defined]
-    debug = _os.environ.get("CPY2PY_DEBUG", "").strip()
-    if not debug:
+    # CPY2PY_DEBUG is parsed by the extension, for the kernel's log and ours alike.
+    name = _native.log_level()
+    if name is None:
         logger.addHandler(_logging.NullHandler())
         return
-    level = getattr(_logging, debug.upper(), None)
-    if not isinstance(level, int):
-        level = _logging.DEBUG
+    level = _logging.getLevelName(name)
     handler = _logging.StreamHandler()
     handler.setFormatter(
         _logging.Formatter("[%(name)s %(process)d %(threadName)s] %(levelname)s: %(message)s")

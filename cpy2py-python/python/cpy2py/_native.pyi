@@ -14,6 +14,7 @@ exceptions (see that module).
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
+    "log_level",
     "PROTOCOL_VERSION",
     "MASTER_PEER",
     "init_master",
@@ -47,6 +48,10 @@ PROTOCOL_VERSION: int
 
 MASTER_PEER: int
 """Peer number of the master (0)."""
+
+def log_level() -> Optional[str]:
+    """The Python logging level name ``CPY2PY_DEBUG`` asks for (``"DEBUG"`` for a
+    value that names no level), or None when it is unset or empty."""
 
 def init_master(master_id: str) -> None:
     """Start this process's kernel as the master, named ``master_id``.
