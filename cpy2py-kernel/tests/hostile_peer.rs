@@ -2,9 +2,10 @@
 //! garbage, oversized and truncated frames. Each is closed with an error while
 //! a well-behaved twin of the same master keeps working.
 
-use cpy2py_kernel::{
-    CallError, Handler, Kernel, KernelConfig, KernelError, LocalInfo, RequestContext,
-};
+mod common;
+
+use common::local;
+use cpy2py_kernel::{CallError, Handler, Kernel, KernelConfig, KernelError, RequestContext};
 use cpy2py_wire::{
     Envelope, FrameDecoder, Hello, Message, Op, Outcome, PROTOCOL_VERSION, PeerId, Value,
     encode_frame,
@@ -24,15 +25,6 @@ impl Handler for Echo {
             Op::CallGlobal { args, .. } => Outcome::Ok(Value::List(args)),
             _ => Outcome::Ok(Value::None),
         }
-    }
-}
-
-fn local(name: &str) -> LocalInfo {
-    LocalInfo {
-        name: name.into(),
-        interpreter: "rust".into(),
-        version: "test".into(),
-        pickle_protocol: 0,
     }
 }
 

@@ -1,8 +1,11 @@
 //! A master and a twin kernel in one process, joined by a socketpair: calls,
 //! concurrency, reentrant callbacks and peer loss, without spawning processes.
 
+mod common;
+
+use common::local;
 use cpy2py_kernel::{
-    CallError, Handler, Kernel, KernelConfig, LocalInfo, RequestContext, TwinInfo,
+    CallError, Handler, Kernel, KernelConfig, RequestContext, SocketTransport, TwinInfo,
 };
 use cpy2py_wire::{Op, Outcome, PeerId, RemoteError, Value};
 use std::os::unix::net::UnixStream;
@@ -114,15 +117,6 @@ fn error(message: &str) -> RemoteError {
     }
 }
 
-fn local(name: &str) -> LocalInfo {
-    LocalInfo {
-        name: name.into(),
-        interpreter: "rust".into(),
-        version: "test".into(),
-        pickle_protocol: 0,
-    }
-}
-
 fn pair() -> (Kernel, Kernel, TwinInfo) {
     let master = Kernel::start_master(local("master"), KernelConfig::default(), Arc::new(Calc))
         .expect("master");
@@ -133,22 +127,15 @@ fn pair() -> (Kernel, Kernel, TwinInfo) {
 /// Connects a new in-process twin, serving on its own thread, to `master`.
 fn attach_twin(master: &Kernel, name: &str) -> (Kernel, TwinInfo) {
     let (a, b) = UnixStream::pair().expect("socketpair");
-    let twin_name = name.to_owned();
-    let twin_thread = std::thread::spawn(move || {
-        let twin = Kernel::connect_stream(
-            b,
-            local(&twin_name),
-            KernelConfig::default(),
-            Arc::new(Calc),
-        )
-        .expect("twin connects");
-        let serving = twin.clone();
-        std::thread::spawn(move || serving.serve());
-        twin
-    });
-    let info = master.attach(a, name).expect("handshake");
-    let twin = twin_thread.join().expect("twin thread");
-    (twin, info)
+    let ours = SocketTransport::new(a).expect("transport");
+    let theirs = SocketTransport::new(b).expect("transport");
+    common::join_twin(
+        master,
+        name,
+        Box::new(ours),
+        Box::new(theirs),
+        Arc::new(Calc),
+    )
 }
 
 fn int(outcome: Result<Outcome, CallError>) -> i64 {

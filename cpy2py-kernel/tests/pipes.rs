@@ -3,8 +3,11 @@
 //! stream, such as an ssh client): the same calls, callbacks and large frames,
 //! and an end of stream noticed at once.
 
+mod common;
+
+use common::local;
 use cpy2py_kernel::{
-    CallError, Handler, Kernel, KernelConfig, LocalInfo, PipeTransport, RequestContext, TwinInfo,
+    CallError, Handler, Kernel, KernelConfig, PipeTransport, RequestContext, TwinInfo,
 };
 use cpy2py_wire::{
     Bytes, Envelope, FrameDecoder, Hello, Message, Op, Outcome, PROTOCOL_VERSION, PeerId, Value,
@@ -52,15 +55,6 @@ fn call(name: &str, arg: Value) -> Op {
     }
 }
 
-fn local(name: &str) -> LocalInfo {
-    LocalInfo {
-        name: name.into(),
-        interpreter: "rust".into(),
-        version: "test".into(),
-        pickle_protocol: 0,
-    }
-}
-
 /// Two pipes, one per direction: `(the master's end, the twin's end)`, each
 /// as raw `(read, write)` fds.
 fn pipes() -> ((OwnedFd, OwnedFd), (OwnedFd, OwnedFd)) {
@@ -76,24 +70,15 @@ fn over_pipes() -> (Kernel, Kernel, TwinInfo) {
     let master = Kernel::start_master(local("master"), KernelConfig::default(), Arc::new(Echo))
         .expect("master");
     let ((master_read, master_write), (twin_read, twin_write)) = pipes();
-    let twin_thread = std::thread::spawn(move || {
-        let transport = PipeTransport::new(twin_read, twin_write).expect("transport");
-        let twin = Kernel::connect_transport(
-            Box::new(transport),
-            local("piped"),
-            KernelConfig::default(),
-            Arc::new(Echo),
-        )
-        .expect("twin connects");
-        let serving = twin.clone();
-        std::thread::spawn(move || serving.serve());
-        twin
-    });
-    let transport = PipeTransport::new(master_read, master_write).expect("transport");
-    let info = master
-        .attach_transport(Box::new(transport), "piped")
-        .expect("handshake");
-    let twin = twin_thread.join().expect("twin thread");
+    let ours = PipeTransport::new(master_read, master_write).expect("transport");
+    let theirs = PipeTransport::new(twin_read, twin_write).expect("transport");
+    let (twin, info) = common::join_twin(
+        &master,
+        "piped",
+        Box::new(ours),
+        Box::new(theirs),
+        Arc::new(Echo),
+    );
     (master, twin, info)
 }
 
