@@ -77,24 +77,9 @@ impl Retains {
     }
 }
 
-/// Whether `obj` is a `TwinObject` (native or proxy); false while the
-/// package has no TwinObject support.
+/// Whether `obj` is a `TwinObject` (native or proxy).
 pub(crate) fn is_twin_object(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let rt = runtime(py)?;
-    match (&rt.twin_object, &rt.proxy_ref, &rt.make_proxy) {
-        (Some(base), Some(_), Some(_)) => obj.is_instance(base.bind(py)),
-        _ => Ok(false),
-    }
-}
-
-fn hook<'a>(py: Python<'_>, hook: &'a Option<Py<PyAny>>, name: &str) -> PyResult<&'a Py<PyAny>> {
-    hook.as_ref().ok_or_else(|| {
-        crate::errors::error(
-            py,
-            "CPy2PyException",
-            &format!("cpy2py._runtime.{name} is missing"),
-        )
-    })
+    obj.is_instance(runtime(py)?.twin_object.bind(py))
 }
 
 /// The reference that sends `obj` (a `TwinObject`) to `dst`, counting it in
@@ -176,7 +161,8 @@ pub(crate) fn from_ref(py: Python<'_>, kernel: &Kernel, r: ObjectRef) -> PyResul
             ));
         };
         let rt = runtime(py)?;
-        let proxy = hook(py, &rt.make_proxy, "make_proxy")?
+        let proxy = rt
+            .make_proxy
             .bind(py)
             .call1((module, qualname, r.owner.0, r.id.0))?;
         let callback = rt
@@ -316,9 +302,7 @@ pub(crate) fn exported_count() -> usize {
 /// `(owner, id)` of a proxy, if `obj` is one.
 pub(crate) fn proxy_target(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<ObjectRef> {
     let rt = runtime(py)?;
-    let r = hook(py, &rt.proxy_ref, "proxy_ref")?
-        .bind(py)
-        .call1((obj,))?;
+    let r = rt.proxy_ref.bind(py).call1((obj,))?;
     if r.is_none() {
         return Err(pyo3::exceptions::PyTypeError::new_err(format!(
             "{} is not a cpy2py proxy",

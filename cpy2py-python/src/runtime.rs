@@ -17,11 +17,11 @@ pub(crate) struct Runtime {
     pub rebuild_exception: Py<PyAny>,
     pub poll_signals: Py<PyAny>,
     pub peer_gone: Py<PyAny>,
-    /// `_runtime.proxy_ref` and `make_proxy`, present with TwinObject support.
-    pub proxy_ref: Option<Py<PyAny>>,
-    pub make_proxy: Option<Py<PyAny>>,
-    /// `cpy2py.twinobject.TwinObject`, once that module exists.
-    pub twin_object: Option<Py<PyAny>>,
+    /// `_runtime.proxy_ref` and `make_proxy`.
+    pub proxy_ref: Py<PyAny>,
+    pub make_proxy: Py<PyAny>,
+    /// `cpy2py.twinobject.TwinObject`.
+    pub twin_object: Py<PyAny>,
     pub proxy_dropped: Py<PyAny>,
     pub partial: Py<PyAny>,
     pub weakref: Py<PyAny>,
@@ -57,13 +57,14 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
         rebuild_exception: get("rebuild_exception")?,
         poll_signals: get("poll_signals")?,
         peer_gone: get("peer_gone")?,
-        proxy_ref: get("proxy_ref").ok(),
-        make_proxy: get("make_proxy").ok(),
+        proxy_ref: get("proxy_ref")?,
+        make_proxy: get("make_proxy")?,
+        // Every hook is required: a failed import fails this call loudly (and
+        // the next one tries again) instead of switching TwinObjects off.
         twin_object: py
-            .import("cpy2py.twinobject")
-            .and_then(|m| m.getattr("TwinObject"))
-            .ok()
-            .map(Bound::unbind),
+            .import("cpy2py.twinobject")?
+            .getattr("TwinObject")?
+            .unbind(),
         proxy_dropped: py
             .import("cpy2py._native")?
             .getattr("proxy_dropped")?
@@ -198,10 +199,7 @@ pub(crate) fn type_info(obj: &Bound<'_, PyAny>) -> PyResult<std::sync::Arc<TypeI
         return Ok(found);
     }
     let rt = runtime(py)?;
-    let proxy = match &rt.proxy_ref {
-        Some(proxy_ref) => !proxy_ref.bind(py).call1((obj,))?.is_none(),
-        None => false,
-    };
+    let proxy = !rt.proxy_ref.bind(py).call1((obj,))?.is_none();
     let class = if proxy {
         None
     } else {
