@@ -679,35 +679,23 @@ fn init_kernel_logging() {
 }
 
 /// The module `cpy2py._native`.
+/// The module `cpy2py._native`.
 #[pymodule]
-fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    init_kernel_logging();
-    m.add("PROTOCOL_VERSION", cpy2py_wire::PROTOCOL_VERSION)?;
-    m.add("MASTER_PEER", PeerId::MASTER.0)?;
-    m.add_function(wrap_pyfunction!(log_level, m)?)?;
-    m.add_function(wrap_pyfunction!(init_master, m)?)?;
-    m.add_function(wrap_pyfunction!(is_initialized, m)?)?;
-    m.add_function(wrap_pyfunction!(spawn, m)?)?;
-    m.add_function(wrap_pyfunction!(stop, m)?)?;
-    m.add_function(wrap_pyfunction!(is_alive, m)?)?;
-    m.add_function(wrap_pyfunction!(is_connected, m)?)?;
-    m.add_function(wrap_pyfunction!(exit_status, m)?)?;
-    m.add_function(wrap_pyfunction!(twin_pid, m)?)?;
-    m.add_function(wrap_pyfunction!(peer_info, m)?)?;
-    m.add_function(wrap_pyfunction!(call, m)?)?;
-    m.add_function(wrap_pyfunction!(serve, m)?)?;
-    m.add_function(wrap_pyfunction!(twin_id, m)?)?;
-    m.add_function(wrap_pyfunction!(master_id, m)?)?;
-    m.add_function(wrap_pyfunction!(my_peer, m)?)?;
-    m.add_function(wrap_pyfunction!(peer_of, m)?)?;
-    m.add_function(wrap_pyfunction!(instantiate, m)?)?;
-    m.add_function(wrap_pyfunction!(call_method, m)?)?;
-    m.add_function(wrap_pyfunction!(get_attr, m)?)?;
-    m.add_function(wrap_pyfunction!(set_attr, m)?)?;
-    m.add_function(wrap_pyfunction!(del_attr, m)?)?;
-    m.add_function(wrap_pyfunction!(proxy_dropped, m)?)?;
-    m.add_function(wrap_pyfunction!(flush_releases, m)?)?;
-    m.add_function(wrap_pyfunction!(exported_count, m)?)?;
-    m.add_function(wrap_pyfunction!(call_host, m)?)?;
-    Ok(())
+mod _native {
+    #[pymodule_export]
+    use super::{
+        call, call_host, call_method, del_attr, exit_status, exported_count, flush_releases,
+        get_attr, init_master, instantiate, is_alive, is_connected, is_initialized, log_level,
+        master_id, my_peer, peer_info, peer_of, proxy_dropped, serve, set_attr, spawn, stop,
+        twin_id, twin_pid,
+    };
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        super::init_kernel_logging();
+        m.add("PROTOCOL_VERSION", cpy2py_wire::PROTOCOL_VERSION)?;
+        m.add("MASTER_PEER", cpy2py_wire::PeerId::MASTER.0)?;
+        Ok(())
+    }
 }
