@@ -103,11 +103,7 @@ impl Kernel {
                         Ok(()) => return crate::peer::recycle(frame),
                         Err(_) => self.lost_error(&peer),
                     },
-                    None => self
-                        .proto()
-                        .route(to)
-                        .err()
-                        .unwrap_or(CallError::UnknownPeer(to)),
+                    None => self.unreachable(to),
                 };
                 let outputs = {
                     let mut proto = self.proto();

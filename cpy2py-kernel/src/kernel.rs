@@ -362,13 +362,17 @@ impl Kernel {
         match self.peer(hop) {
             Some(peer) if !peer.is_closed() => Ok(peer),
             Some(peer) => Err(self.lost_error(&peer)),
-            // Closed since: the core now remembers how.
-            None => Err(self
-                .proto()
-                .route(hop)
-                .err()
-                .unwrap_or(CallError::UnknownPeer(hop))),
+            None => Err(self.unreachable(hop)),
         }
+    }
+
+    /// Why `peer`, whose socket is gone from the table, cannot be written to:
+    /// how the core remembers it ended, or that it is unknown.
+    pub(crate) fn unreachable(&self, peer: PeerId) -> CallError {
+        self.proto()
+            .route(peer)
+            .err()
+            .unwrap_or(CallError::UnknownPeer(peer))
     }
 
     pub(crate) fn lost_error(&self, peer: &Peer) -> CallError {
