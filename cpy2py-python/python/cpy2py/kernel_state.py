@@ -204,10 +204,7 @@ class TwinGroupState(object):
         started as ``peer``), which from now on gets every new registration too.
         Called by :class:`~cpy2py.TwinMaster`, in the master."""
         with self._lock:
-            for other, other_peer in list(self._members.items()):
-                if other_peer == peer:  # a peer number of a twin that ended
-                    del self._members[other]
-            self._members[twin_id] = peer
+            self._members[twin_id] = peer  # (peer numbers are never reused)
             stages = [
                 [d for d in self.initializers if d.parent_twin_id != twin_id],
                 [d for d in self.finalizers if d.parent_twin_id != twin_id],

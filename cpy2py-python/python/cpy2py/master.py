@@ -281,11 +281,7 @@ class TwinMaster(object):
     def _start(self) -> bool:
         with self._lock:
             if self._booting:
-                raise errors.TwinterpeterUnavailable(
-                    "twinterpreter %r is starting: its initializers and finalizers cannot "
-                    "call into it" % (self.twinterpreter_id,),
-                    twin_id=self.twinterpreter_id,
-                )
+                raise self._booting_error()
             if self._destroyed:
                 raise RuntimeError("TwinMaster %r was destroyed; create a new one" % (self.twinterpreter_id,))
             peer = self._peer
@@ -314,8 +310,7 @@ class TwinMaster(object):
             try:
                 kernel_state.TWIN_GROUP_STATE.boot_twin(self.twinterpreter_id, peer)
             except BaseException:
-                kernel_state.TWIN_GROUP_STATE.twin_ended(self.twinterpreter_id, peer)
-                self._reap(peer, grace=0.0)
+                self._reap(peer, grace=0.0)  # (which also takes it out of the group)
                 raise
             finally:
                 self._booting = False
@@ -327,6 +322,13 @@ class TwinMaster(object):
                 _native.twin_pid(peer),
             )
             return True
+
+    def _booting_error(self) -> errors.TwinterpeterUnavailable:
+        return errors.TwinterpeterUnavailable(
+            "twinterpreter %r is starting: its initializers and finalizers cannot call into it"
+            % (self.twinterpreter_id,),
+            twin_id=self.twinterpreter_id,
+        )
 
     def _start_from_twin(self) -> bool:
         if kernel_state.TWIN_ID == self.twinterpreter_id:
@@ -473,8 +475,8 @@ class TwinMaster(object):
             peer = self._peer
             if peer is not None and _native.is_connected(peer):
                 return peer
-            if self._booting:
-                self._start()  # raises: the twin's own boot cannot wait for itself
+            if self._booting:  # the twin's own boot cannot wait for itself
+                raise self._booting_error()
             if peer is not None:
                 self._reap(peer, grace=0.0)  # it ended: say how
             if self._managed or self._ended is not None:
