@@ -75,6 +75,8 @@ pub use crate::handler::{Handler, RequestContext};
 pub use crate::host::{Host, HostBuilder, HostError, HostFunction, RemoteObject, Returned, Twin};
 pub use crate::kernel::{Kernel, KernelConfig, LocalInfo, PeerInfo, Role};
 pub use crate::proto::Callback;
-pub use crate::spawn::{ENV_FD, ENV_MASTER_NAME, ENV_STDERR_FD, ENV_TWIN_ID, TwinInfo, TwinSpec};
+pub use crate::spawn::{
+    ENV_FD, ENV_MASTER_NAME, ENV_STDERR_FD, ENV_TWIN_ID, TWIN_ENV, TwinEnv, TwinInfo, TwinSpec,
+};
 pub use crate::transport::{PipeTransport, SocketTransport, Transport};
 pub use cpy2py_wire as wire;

@@ -30,6 +30,56 @@ pub const ENV_TWIN_ID: &str = "CPY2PY_TWIN_ID";
 /// Environment variable carrying the master's name (its twin id).
 pub const ENV_MASTER_NAME: &str = "CPY2PY_MASTER_NAME";
 
+/// Every variable a master sets for a twin it starts, in the order a twin reads them.
+pub const TWIN_ENV: [&str; 4] = [ENV_FD, ENV_STDERR_FD, ENV_TWIN_ID, ENV_MASTER_NAME];
+
+/// What a master hands the twin it starts, through the variables in [`TWIN_ENV`].
+///
+/// A twin should take these out of its environment before it runs user code, so
+/// programs it starts do not look like twins of our master; Python's
+/// `cpy2py.twin` does so. [`TwinEnv::read`] takes any lookup for that reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TwinEnv {
+    /// The twin's end of the socketpair ([`ENV_FD`]).
+    pub fd: RawFd,
+    /// A copy of the master's stderr to restore ([`ENV_STDERR_FD`]).
+    pub stderr_fd: Option<RawFd>,
+    /// The twin's id ([`ENV_TWIN_ID`]).
+    pub twin_id: Option<String>,
+    /// The master's name ([`ENV_MASTER_NAME`]).
+    pub master_name: Option<String>,
+}
+
+impl TwinEnv {
+    /// Reads the variables through `lookup` (e.g. one that removes each from the
+    /// environment it reads); only [`ENV_FD`] is required.
+    pub fn read(mut lookup: impl FnMut(&str) -> Option<String>) -> Result<TwinEnv, KernelError> {
+        let raw_fd = lookup(ENV_FD);
+        let stderr_fd = lookup(ENV_STDERR_FD).and_then(|v| v.parse().ok());
+        let twin_id = lookup(ENV_TWIN_ID);
+        let master_name = lookup(ENV_MASTER_NAME);
+        let raw_fd = raw_fd.ok_or_else(|| {
+            KernelError::NotATwin(format!(
+                "{ENV_FD} is not set: a twin is started by a master"
+            ))
+        })?;
+        let fd = raw_fd.parse().map_err(|_| {
+            KernelError::NotATwin(format!("{ENV_FD}={raw_fd:?} is not a file descriptor"))
+        })?;
+        Ok(TwinEnv {
+            fd,
+            stderr_fd,
+            twin_id,
+            master_name,
+        })
+    }
+
+    /// Reads this process's environment, leaving it as it is.
+    pub fn from_process() -> Result<TwinEnv, KernelError> {
+        TwinEnv::read(|name| std::env::var(name).ok())
+    }
+}
+
 /// How to start a twin.
 #[derive(Clone, Debug)]
 pub struct TwinSpec {
@@ -459,17 +509,15 @@ impl Kernel {
         Ok(info)
     }
 
-    /// Twin: connects to the master named by this process's environment and
-    /// completes the handshake. Call [`Kernel::serve`] next.
+    /// Twin: connects to the master over the socket `env` names and completes
+    /// the handshake. Call [`Kernel::serve`] next.
     pub fn connect_twin(
+        env: TwinEnv,
         mut local: LocalInfo,
         config: KernelConfig,
         handler: Arc<dyn Handler>,
     ) -> Result<Kernel, KernelError> {
-        let fd: RawFd = std::env::var(ENV_FD)
-            .map_err(|_| KernelError::NotATwin(format!("{ENV_FD} is not set")))?
-            .parse()
-            .map_err(|_| KernelError::NotATwin(format!("{ENV_FD} is not a number")))?;
+        let fd = env.fd;
         if !sys::is_open(fd) {
             return Err(KernelError::NotATwin(format!(
                 "{ENV_FD}={fd} is not an open file"
@@ -484,10 +532,7 @@ impl Kernel {
         // stream when this twin dies while that program lives on.
         sys::set_cloexec(stream.as_fd()).map_err(io_err("configuring the socket"))?;
         // Restore the master's stderr now that we know we can connect.
-        if let Some(err_fd) = std::env::var(ENV_STDERR_FD)
-            .ok()
-            .and_then(|v| v.parse::<RawFd>().ok())
-        {
+        if let Some(err_fd) = env.stderr_fd {
             if err_fd > 2 && sys::is_open(err_fd) {
                 // SAFETY: the master passed this open fd (checked above) to
                 // this process alone, to restore stderr from; nothing else here
@@ -496,7 +541,7 @@ impl Kernel {
                 sys::dup2_stderr(inherited.as_fd()).map_err(io_err("restoring stderr"))?;
             }
         }
-        if let Ok(id) = std::env::var(ENV_TWIN_ID) {
+        if let Some(id) = env.twin_id {
             local.name = id;
         }
         Kernel::connect_stream(stream, local, config, handler)

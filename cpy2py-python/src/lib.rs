@@ -15,12 +15,14 @@ mod runtime;
 use crate::convert::{Encoder, to_python};
 use crate::runtime::{attr_name, resolve_cached, runtime};
 use cpy2py_kernel::{
-    CallError, Handler, Kernel, KernelConfig, LocalInfo, PendingCall, RequestContext, TwinSpec,
+    CallError, Handler, Kernel, KernelConfig, LocalInfo, PendingCall, RequestContext, TwinEnv,
+    TwinSpec,
 };
 use cpy2py_wire::{Op, Outcome, PeerId, Value};
 use pyo3::exceptions::{PyKeyError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -240,7 +242,7 @@ fn spawn(
     twin_id: String,
     executable: String,
     args: Vec<String>,
-    env: std::collections::HashMap<String, String>,
+    env: HashMap<String, String>,
     cwd: Option<String>,
     startup_timeout: f64,
 ) -> PyResult<u32> {
@@ -572,22 +574,27 @@ fn wait_for(
 }
 
 /// Runs this process as a twin until the master stops it or goes away.
+///
+/// `inherited` holds the variables of `TWIN_ENV` the master set, taken out of the
+/// environment by the caller so that programs this twin starts do not see them.
 #[pyfunction]
-fn serve(py: Python<'_>) -> PyResult<()> {
+fn serve(py: Python<'_>, inherited: HashMap<String, String>) -> PyResult<()> {
     if KERNEL.get().is_some() {
         return Err(PyRuntimeError::new_err(
             "cpy2py already runs in this process",
         ));
     }
-    let name = std::env::var(cpy2py_kernel::ENV_TWIN_ID).unwrap_or_default();
-    let local = local_info(py, name)?;
+    let mut inherited = inherited;
+    let env =
+        TwinEnv::read(|name| inherited.remove(name)).map_err(|e| errors::kernel_error(py, e))?;
+    let local = local_info(py, env.twin_id.clone().unwrap_or_default())?;
     ensure_threads(py)?;
     let config = KernelConfig {
         exit_after_stop: Some(Duration::from_secs(3)),
         ..KernelConfig::default()
     };
     let kernel = py
-        .detach(|| Kernel::connect_twin(local, config, Arc::new(PyHandler)))
+        .detach(|| Kernel::connect_twin(env, local, config, Arc::new(PyHandler)))
         .map_err(|e| errors::kernel_error(py, e))?;
     if KERNEL.set(kernel.clone()).is_err() {
         return Err(PyRuntimeError::new_err(
@@ -696,6 +703,10 @@ mod _native {
         super::init_kernel_logging();
         m.add("PROTOCOL_VERSION", cpy2py_wire::PROTOCOL_VERSION)?;
         m.add("MASTER_PEER", cpy2py_wire::PeerId::MASTER.0)?;
+        m.add(
+            "TWIN_ENV",
+            pyo3::types::PyTuple::new(m.py(), cpy2py_kernel::TWIN_ENV)?,
+        )?;
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 """Starting, stopping and restarting twins; the TwinMaster singleton; no leaks."""
 
+import json
 import os
 import signal
 
@@ -173,3 +174,9 @@ def test_constructor_errors():
             TwinMaster(executable="/usr/bin/probe-two", twinterpreter_id="conflict-probe")
     finally:
         master.destroy()
+
+
+def test_a_twin_and_the_programs_it_starts_do_not_see_the_kernels_variables(twin):
+    seen = twin.execute(twinhelpers.kernel_env_seen)
+    assert seen["own"] and set(seen["own"].values()) == {None}, seen
+    assert json.loads(seen["child"]) == seen["own"]

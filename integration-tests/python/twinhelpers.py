@@ -145,6 +145,20 @@ def kernel_info(twin_id):
     }
 
 
+def kernel_env_seen():
+    """The kernel's variables as this process and a program it starts see them."""
+    import subprocess
+
+    from cpy2py import _native
+
+    names = list(_native.TWIN_ENV) + ["CPY2PY_TWIN_CONFIG"]
+    script = "import json, os, sys; print(json.dumps({n: os.environ.get(n) for n in sys.argv[1:]}))"
+    child = subprocess.run(
+        [sys.executable, "-c", script] + names, capture_output=True, text=True, timeout=60, check=True
+    )
+    return {"own": {n: os.environ.get(n) for n in names}, "child": child.stdout.strip()}
+
+
 @twinfunction(kernel_state.MASTER_ID)
 def where_master():
     return where()

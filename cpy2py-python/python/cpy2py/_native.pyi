@@ -17,6 +17,7 @@ __all__ = [
     "log_level",
     "PROTOCOL_VERSION",
     "MASTER_PEER",
+    "TWIN_ENV",
     "init_master",
     "is_initialized",
     "spawn",
@@ -48,6 +49,9 @@ PROTOCOL_VERSION: int
 
 MASTER_PEER: int
 """Peer number of the master (0)."""
+
+TWIN_ENV: Tuple[str, ...]
+"""The environment variables a master sets for the twin it starts (fd, ids)."""
 
 def log_level() -> Optional[str]:
     """The Python logging level name ``CPY2PY_DEBUG`` asks for (``"DEBUG"`` for a
@@ -123,12 +127,13 @@ def call(
     In a twin, ``peer`` 0 is the master and other numbers are routed through it.
     """
 
-def serve() -> None:
-    """Run this process as a twin: connect to the master named in the environment,
-    handshake, and serve requests until the master shuts us down or goes away.
+def serve(inherited: Mapping[str, str]) -> None:
+    """Run this process as a twin: connect to the master named in ``inherited`` (the
+    variables of ``TWIN_ENV`` the master set, taken out of the environment), handshake,
+    and serve requests until the master shuts us down or goes away.
 
-    Returns when the twin should exit. Raises RuntimeError if the environment does
-    not describe a master.
+    Returns when the twin should exit. Raises RuntimeError if ``inherited`` does not
+    describe a master.
     """
 
 def twin_id() -> str:

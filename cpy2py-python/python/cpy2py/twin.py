@@ -25,15 +25,22 @@ from .master import CONFIG_ENV, CONFIG_VERSION
 _log = logging.getLogger("__cpy2py__.twin")
 
 
-def _read_config() -> Dict[str, Any]:
+def _take_inherited() -> Dict[str, str]:
+    """The kernel's variables, out of the environment: programs this twin starts
+    must not look like twins of our master."""
+    return {name: os.environ.pop(name) for name in _native.TWIN_ENV if name in os.environ}
+
+
+def _read_config(inherited: Dict[str, str]) -> Dict[str, Any]:
     raw = os.environ.pop(CONFIG_ENV, None)
-    if raw is None and os.environ.get("CPY2PY_FD") and os.environ.get("CPY2PY_TWIN_ID"):
+    _fd, _stderr, twin_id, master_name = _native.TWIN_ENV  # the kernel's order
+    if raw is None and twin_id in inherited:
         # Started by a host that embeds the kernel (not a Python master): no
         # __main__ alias or sys.path to take over, just the ids.
         return {
             "version": CONFIG_VERSION,
-            "twin_id": os.environ["CPY2PY_TWIN_ID"],
-            "master_id": os.environ.get("CPY2PY_MASTER_NAME") or "host",
+            "twin_id": inherited[twin_id],
+            "master_id": inherited.get(master_name) or "host",
         }
     if raw is None:
         raise SystemExit(
@@ -88,9 +95,10 @@ def main() -> None:
     """Run this process as a twinterpreter; never returns."""
     status = 0
     try:
-        config = _read_config()
+        inherited = _take_inherited()
+        config = _read_config(inherited)
         _prepare(config)
-        _native.serve()
+        _native.serve(inherited)
         _log.debug("twinterpreter %r: served, exiting", kernel_state.TWIN_ID)
     except SystemExit as exit_request:
         if isinstance(exit_request.code, str):
