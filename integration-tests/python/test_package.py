@@ -108,8 +108,9 @@ def test_the_package_imports_without_cycles():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_the_routing_table_and_the_ids_are_leaves():
+def test_the_routing_table_the_registry_and_the_ids_are_leaves():
     graph = package_graph()
+    assert graph["cpy2py._registry"] == set()
     for leaf in ("cpy2py._routing", "cpy2py.kernel_state", "cpy2py.errors"):
         allowed = {"cpy2py", "cpy2py._native", "cpy2py.errors", "cpy2py.kernel_state"}
         assert graph[leaf] <= allowed, (leaf, sorted(graph[leaf] - allowed))
@@ -118,3 +119,53 @@ def test_the_routing_table_and_the_ids_are_leaves():
 def test_a_cycle_is_found_where_there_is_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def private_uses(path, name):
+    """``module._name`` reads (and ``from module import _name``) of another cpy2py
+    module's private names in the module at ``path``."""
+    with open(path) as source:
+        tree = ast.parse(source.read(), path)
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    modules = {}  # local name -> cpy2py module it is bound to
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")
+            base = base[: len(base) - (node.level - 1)]
+            module = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                if node.module is None:
+                    modules[alias.asname or alias.name] = module + "." + alias.name
+                elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append("from %s import %s" % (module, alias.name))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append("%s.%s (line %d)" % (modules[node.value.id], node.attr, node.lineno))
+    return found
+
+
+def test_no_module_reaches_into_another_modules_privates():
+    found = {}
+    for directory, _, files in os.walk(PACKAGE_DIR):
+        for file in files:
+            if file.endswith(".py"):
+                path = os.path.join(directory, file)
+                uses = private_uses(path, module_name(path))
+                if uses:
+                    found[module_name(path)] = uses
+    assert found == {}
+
+
+def test_a_private_use_is_found_where_there_is_one(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "mod.py").write_text("from . import other\nfrom .other import _hidden\nother._secret()\nother.public()\n")
+    uses = private_uses(str(package / "mod.py"), "pkg.mod")
+    assert uses == ["from pkg.other import _hidden", "pkg.other._secret (line 3)"]

@@ -267,3 +267,35 @@ fn op_variants_reach_python() {
         kernel.shutdown(Duration::from_secs(5));
     }
 }
+
+#[test]
+fn a_twin_started_by_a_rust_host_knows_its_id_and_hides_the_kernels_variables() {
+    for (flavour, python) in interpreters() {
+        let kernel = host();
+        let twin = kernel
+            .spawn(TwinSpec::python(&python, flavour))
+            .expect("spawn");
+        let call = |module: &str, name: &str, args| {
+            ok(kernel.call(twin.peer, global(module, name, args), LIMIT))
+        };
+        let ids = "cpy2py.kernel_state";
+        assert_eq!(
+            call(ids, "is_twinterpreter", vec![Value::Str(flavour.into())]),
+            Value::Bool(true),
+            "{flavour}"
+        );
+        assert_eq!(
+            call(ids, "is_master", vec![]),
+            Value::Bool(false),
+            "{flavour}"
+        );
+        for name in cpy2py_kernel::TWIN_ENV {
+            assert_eq!(
+                call("os", "getenv", vec![Value::Str(name.into())]),
+                Value::None,
+                "{flavour}: {name}"
+            );
+        }
+        kernel.shutdown(Duration::from_secs(5));
+    }
+}

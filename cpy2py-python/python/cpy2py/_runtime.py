@@ -43,7 +43,7 @@ import traceback
 import types
 from typing import Any, Dict, List, Optional, Tuple, cast
 
-from . import _routing, errors, kernel_state
+from . import _registry, _routing, errors, kernel_state
 
 __all__ = [
     "MAIN_ALIAS",
@@ -195,36 +195,10 @@ def _here() -> str:
 # ------------------------------------------------------------------------- pickling
 
 
-class _NoTwinObjects(object):
-    """Stands for TwinObject until :mod:`cpy2py.twinobject` is imported."""
-
-
-#: ``cpy2py.twinobject.TwinObject`` (set by :func:`install_twin_objects`).
-_TWIN_OBJECT: type = _NoTwinObjects
-#: Type of the methods of proxies not known to their proxy class
-#: (``cpy2py.twinobject._RemoteMethod``).
-_REMOTE_METHOD: type = _NoTwinObjects
-#: Proxy class -> the user's class it stands for; filled by :mod:`cpy2py.twinobject`.
-_PROXY_NATIVE: Dict[type, type] = {}
-
-
-def _no_proxies(*args: Any) -> Any:
-    raise errors.CPy2PyException("cpy2py.twinobject is not imported: no TwinObject support")
-
-
-_new_proxy: Any = _no_proxies
-_method_of: Any = _no_proxies
-
-
-def install_twin_objects(twin_object: type, new_proxy: Any, method_of: Any, remote_method: type) -> None:
-    """Called once by :mod:`cpy2py.twinobject`: the TwinObject base class, the proxy
-    factory ``new_proxy(cls, owner, object_id)``, ``method_of(obj, name)`` for
-    methods in pickles, and the type of remote methods."""
-    global _TWIN_OBJECT, _new_proxy, _method_of, _REMOTE_METHOD
-    _TWIN_OBJECT = twin_object
-    _new_proxy = new_proxy
-    _method_of = method_of
-    _REMOTE_METHOD = remote_method
+#: What :mod:`cpy2py.twinobject` registered (the TwinObject base, proxies, methods).
+_TWIN_OBJECTS = _registry.TWIN_OBJECTS
+#: Proxy class -> the user's class it stands for.
+_PROXY_NATIVE = _registry.PROXY_NATIVE
 
 
 def _reference(position: int) -> object:
@@ -254,12 +228,13 @@ class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         """How a TwinObject or a method bound to one is pickled: by reference.
         Anything else: ``NotImplemented`` (pickled as usual)."""
-        if isinstance(obj, _TWIN_OBJECT):
+        twin_objects = _TWIN_OBJECTS
+        if isinstance(obj, twin_objects.base):
             return (_reference, (self._position(obj),))
         cls = type(obj)
-        if cls is types.MethodType or cls is _REMOTE_METHOD:
+        if cls is types.MethodType or cls is twin_objects.remote_method:
             owner = obj.__self__
-            if isinstance(owner, _TWIN_OBJECT):
+            if isinstance(owner, twin_objects.base):
                 return (_method_reference, (self._position(owner), obj.__name__))
         return NotImplemented
 
@@ -314,7 +289,7 @@ class _Unpickler(pickle.Unpickler):
             ) from None
 
     def _method_reference(self, position: int, name: str) -> object:
-        return _method_of(self._reference(position), name)
+        return _TWIN_OBJECTS.method_of(self._reference(position), name)
 
 
 def dumps(obj: object, protocol: int, flat: bool = False) -> Any:
@@ -394,7 +369,7 @@ def make_proxy(module: str, qualname: str, owner: int, object_id: int) -> object
     Called by the Rust core only for a reference it has no live proxy for (it keeps
     the identity table and a weak reference to the proxy).
     """
-    return _new_proxy(resolve(module, qualname), owner, object_id)
+    return _TWIN_OBJECTS.new_proxy(resolve(module, qualname), owner, object_id)  # type: ignore[arg-type]
 
 
 def proxy_ref(obj: object) -> tuple[int, int] | None:
@@ -406,7 +381,7 @@ def proxy_ref(obj: object) -> tuple[int, int] | None:
 
 def is_native_twin_object(obj: object) -> bool:
     """Whether ``obj`` is a TwinObject native to this interpreter (not a proxy)."""
-    return isinstance(obj, _TWIN_OBJECT) and type(obj) not in _PROXY_NATIVE
+    return isinstance(obj, _TWIN_OBJECTS.base) and type(obj) not in _PROXY_NATIVE
 
 
 # ----------------------------------------------------------------------- exceptions

@@ -3,10 +3,11 @@
 :data:`TWIN_ID` is this interpreter's id and :data:`MASTER_ID` the master's. In the
 master both are the same: the basename of ``sys.executable`` (``'python3.11'``,
 ``'pypy3'``, ``'python'`` in a virtualenv), as in cpy2py 0.17, or the value of the
-environment variable ``__CPY2PY_TWIN_ID__`` when cpy2py is first imported. A master
-tells each twin both ids (in ``__CPY2PY_TWIN_ID__`` and ``__CPY2PY_MASTER_ID__``), so
-they hold from the first import of cpy2py there; both variables are removed from the
-environment once read, so that processes started later do not inherit them.
+environment variable ``__CPY2PY_TWIN_ID__`` when cpy2py is first imported (and
+``__CPY2PY_MASTER_ID__`` for the master's, if it should differ); both are removed
+from the environment once read, so that processes started later do not inherit
+them. A twin has the ids its master's kernel gives it with its socket (any master:
+a Python one or a Rust host), so they hold from the first import of cpy2py there.
 
 :data:`TWIN_GROUP_STATE` is the group's shared state (:class:`TwinGroupState`, as
 in cpy2py 0.17): what every twin runs when it starts. Use it to configure every
@@ -61,7 +62,7 @@ __all__ = [
 
 #: Environment variable: this interpreter's id (the master's, when set for a master).
 TWIN_ID_ENV = "__CPY2PY_TWIN_ID__"
-#: Environment variable: the master's id, set by a master for its twins.
+#: Environment variable: the master's id, if it should differ from its twin id.
 MASTER_ID_ENV = "__CPY2PY_MASTER_ID__"
 
 
@@ -70,10 +71,25 @@ def _executable_id() -> str:
     return os.path.basename(sys.executable or "") or "python"
 
 
+def _resolve_ids() -> Tuple[str, str]:
+    """``(TWIN_ID, MASTER_ID)`` of this process, from its environment."""
+    own = os.environ.pop(TWIN_ID_ENV, "")
+    master = os.environ.pop(MASTER_ID_ENV, "")
+    fd_var, _stderr_var, twin_var, master_var = _native.TWIN_ENV  # the kernel's order
+    if os.environ.get(fd_var) and os.environ.get(twin_var):
+        # a twin: the kernel's variables, which ``cpy2py.twin`` takes out of the
+        # environment (with the socket) before user code runs
+        return os.environ[twin_var], os.environ.get(master_var) or "host"
+    own = own or _executable_id()
+    return own, master or own
+
+
+_ids = _resolve_ids()
 #: Id of this interpreter (equal to :data:`MASTER_ID` in the master).
-TWIN_ID: str = os.environ.pop(TWIN_ID_ENV, "") or _executable_id()
+TWIN_ID: str = _ids[0]
 #: Id of the master interpreter.
-MASTER_ID: str = os.environ.pop(MASTER_ID_ENV, "") or TWIN_ID
+MASTER_ID: str = _ids[1]
+del _ids
 
 
 def is_twinterpreter(kernel_id: Optional[str] = None, *, twin_id: Optional[str] = None) -> bool:
@@ -92,18 +108,6 @@ def is_twinterpreter(kernel_id: Optional[str] = None, *, twin_id: Optional[str] 
 def is_master() -> bool:
     """Whether this process is the master."""
     return TWIN_ID == MASTER_ID
-
-
-def _become_twin(twin_id: str, master_id: str) -> None:
-    """Record that this process is twinterpreter ``twin_id`` of master ``master_id``.
-
-    Called once by the twin bootstrap, before user code runs.
-    """
-    global TWIN_ID, MASTER_ID
-    if twin_id == master_id:
-        raise ValueError("twin id %r equals the master id" % (twin_id,))
-    TWIN_ID = twin_id
-    MASTER_ID = master_id
 
 
 # -------------------------------------------------------------------- group state

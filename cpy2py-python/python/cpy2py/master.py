@@ -25,7 +25,7 @@ _log = logging.getLogger("__cpy2py__.master")
 #: Environment variable carrying a twin's configuration (JSON) to ``cpy2py.twin``.
 CONFIG_ENV = "CPY2PY_TWIN_CONFIG"
 #: Version of the configuration's layout.
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 #: Environment variable that, when set, forbids starting twins implicitly.
 NOAUTO_ENV = "CPY2PY_NOAUTO"
 #: Grace period for twins still running when the master exits.
@@ -291,11 +291,7 @@ class TwinMaster(object):
                 self._reap(peer, grace=0.0)
             _ensure_master()
             executable = _find_executable(self.executable)
-            env = {
-                CONFIG_ENV: json.dumps(self._twin_config()),
-                kernel_state.TWIN_ID_ENV: self.twinterpreter_id,
-                kernel_state.MASTER_ID_ENV: kernel_state.MASTER_ID,
-            }
+            env = {CONFIG_ENV: json.dumps(self._twin_config())}
             _log.debug("starting twinterpreter %r: %s -m cpy2py.twin", self.twinterpreter_id, executable)
             peer = _native.spawn(
                 self.twinterpreter_id,
@@ -358,8 +354,6 @@ class TwinMaster(object):
             main["reason"] = "the master runs without a main file (python -c, stdin or REPL)"
         return {
             "version": CONFIG_VERSION,
-            "twin_id": self.twinterpreter_id,
-            "master_id": kernel_state.MASTER_ID,
             "main": main,
             "sys_path": spec["sys_path"],
             "argv": list(sys.argv) if self.restore_argv else None,

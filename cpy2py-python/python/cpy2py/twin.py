@@ -33,15 +33,10 @@ def _take_inherited() -> Dict[str, str]:
 
 def _read_config(inherited: Dict[str, str]) -> Dict[str, Any]:
     raw = os.environ.pop(CONFIG_ENV, None)
-    _fd, _stderr, twin_id, master_name = _native.TWIN_ENV  # the kernel's order
-    if raw is None and twin_id in inherited:
+    if raw is None and inherited:
         # Started by a host that embeds the kernel (not a Python master): no
-        # __main__ alias or sys.path to take over, just the ids.
-        return {
-            "version": CONFIG_VERSION,
-            "twin_id": inherited[twin_id],
-            "master_id": inherited.get(master_name) or "host",
-        }
+        # __main__ alias or sys.path to take over.
+        return {"version": CONFIG_VERSION}
     if raw is None:
         raise SystemExit(
             "cpy2py.twin: %s is not set; a twinterpreter is started by a cpy2py master "
@@ -60,8 +55,9 @@ def _read_config(inherited: Dict[str, str]) -> Dict[str, Any]:
 
 
 def _prepare(config: Dict[str, Any]) -> None:
-    """Everything before serving: ids, paths, argv, the ``__main__`` alias."""
-    kernel_state._become_twin(config["twin_id"], config["master_id"])
+    """Everything before serving: paths, argv, the ``__main__`` alias."""
+    if kernel_state.TWIN_ID == kernel_state.MASTER_ID:
+        raise SystemExit("cpy2py.twin: twin id %r equals the master's id" % (kernel_state.TWIN_ID,))
     additions = [entry for entry in config.get("sys_path") or () if entry not in sys.path]
     sys.path[0:0] = additions
     if config.get("argv") is not None:

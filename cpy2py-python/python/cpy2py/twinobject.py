@@ -102,7 +102,7 @@ import threading
 import types
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from . import _native, _routing, _runtime, errors, kernel_state
+from . import _native, _registry, _routing, _runtime, errors, kernel_state
 
 __all__ = ["TwinObject", "TwinMeta", "InstanceProxy", "localmethod"]
 
@@ -126,7 +126,7 @@ _set_attr: Callable[..., Any] = getattr(_native, "set_attr", None) or _unsupport
 _del_attr: Callable[..., Any] = getattr(_native, "del_attr", None) or _unsupported("del_attr")
 
 #: proxy class -> the user's class it stands for (shared with ``_runtime``)
-_NATIVE_OF: Dict[type, type] = _runtime._PROXY_NATIVE
+_NATIVE_OF: Dict[type, type] = _registry.PROXY_NATIVE
 #: user's class -> its proxy class
 _PROXY_OF: Dict[type, type] = {}
 _proxy_lock = threading.RLock()
@@ -851,4 +851,4 @@ def _refresh_proxies(cls: type, name: str) -> None:
                 type.__setattr__(proxy_cls, name, shadow)
 
 
-_runtime.install_twin_objects(TwinObject, new_proxy, method_of, _RemoteMethod)
+_registry.register_twin_objects(TwinObject, _RemoteMethod, new_proxy, method_of)
