@@ -13,13 +13,13 @@
 //! - `peers`: `bench/peers.py`, RPyC, execnet, Pyro5, multiprocessing and cpy2py
 //!   0.17.1 from PyPI, installed into venvs under `target/` ([`PEER_VENVS`]).
 //!
-//! Every script prints its rows as JSON; this module merges them into
-//! `target/bench/report.json` and renders `report.md` (also printed) and `report.svg`
+//! Every script prints its rows as JSON (typed as [`data::Row`]); this module merges
+//! them into `target/bench/report.json` ([`data::Report`]) and renders `report.md` (also printed) and `report.svg`
 //! from them ([`report`]). Every subprocess runs under a timeout, in a process group
 //! of its own that is killed when the timeout expires.
 
+mod data;
 mod floor;
-mod json;
 mod report;
 
 use std::{
@@ -33,9 +33,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Map, Value};
 
+use data::{Report, Row, ScriptOutput};
 pub use floor::{ECHO_CHILD, echo_child};
-use json::Json;
 
 use crate::cli::{self, Cli};
 use crate::python;
@@ -234,14 +235,14 @@ pub(crate) fn run(root: &Path, options: Options) -> Result<()> {
     }
 
     let mut rows = Vec::new();
-    let mut versions = Json::Obj(Vec::new());
-    versions.set(
-        "rustc",
-        Json::from(command_line(Command::new("rustc").arg("--version"))),
+    let mut versions = Map::new();
+    versions.insert(
+        "rustc".to_owned(),
+        Value::from(command_line(Command::new("rustc").arg("--version"))),
     );
-    versions.set(
-        "kernel",
-        Json::from(command_line(Command::new("uname").arg("-sr"))),
+    versions.insert(
+        "kernel".to_owned(),
+        Value::from(command_line(Command::new("uname").arg("-sr"))),
     );
 
     if options.runs("wire") {
@@ -263,13 +264,8 @@ pub(crate) fn run(root: &Path, options: Options) -> Result<()> {
             cmd.arg("--quick");
         }
         match run_captured(&mut cmd, Duration::from_secs(900)) {
-            Ok(_) => match read_json(&path) {
-                Ok(wire) => rows.extend(
-                    wire.get("rows")
-                        .map_or(&[][..], Json::items)
-                        .iter()
-                        .cloned(),
-                ),
+            Ok(_) => match read_output(&path) {
+                Ok(wire) => rows.extend(wire.rows),
                 Err(error) => {
                     rows.push(error_row("wire", "cpy2py-wire", "", &format!("{error:#}")))
                 }
@@ -324,35 +320,26 @@ pub(crate) fn run(root: &Path, options: Options) -> Result<()> {
 
     let seconds = began.elapsed().as_secs_f64();
     let targets = report::targets(&rows);
-    let mut data = Json::Obj(Vec::new());
-    data.set("quick", options.quick.into());
-    data.set(
-        "groups",
-        Json::Arr(options.groups.iter().map(|g| Json::from(*g)).collect()),
-    );
-    data.set(
-        "only_metrics",
-        Json::Arr(options.metrics.iter().map(|m| Json::from(*m)).collect()),
-    );
-    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-    data.set("cpus", (cpus as f64).into());
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    data.set("unix_time", (now as f64).into());
-    data.set("seconds", seconds.into());
-    data.set("versions", versions);
-    data.set(
-        "notes",
-        Json::Arr(notes.into_iter().map(Json::from).collect()),
-    );
-    data.set("rows", Json::Arr(rows));
-    data.set("targets", Json::Arr(targets));
+    let data = Report {
+        quick: options.quick,
+        groups: options.groups.iter().map(|g| (*g).to_owned()).collect(),
+        only_metrics: options.metrics.iter().map(|m| (*m).to_owned()).collect(),
+        cpus: thread::available_parallelism().map_or(1, |n| n.get()),
+        unix_time: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        seconds,
+        versions: Some(versions),
+        notes,
+        rows,
+        targets,
+    };
 
     let markdown = report::markdown(&data);
     print!("{markdown}");
+    let json = serde_json::to_string_pretty(&data).context("cannot serialize the report")?;
     for (name, text) in [
-        ("report.json", data.pretty()),
+        ("report.json", json + "\n"),
         ("report.md", markdown),
         ("report.svg", report::svg(&data)),
     ] {
@@ -389,13 +376,13 @@ pub const WIDE_FLOOR: &str = "Rust socketpair, 4 MiB SO_SNDBUF";
 /// The Rust socketpair floors: 1 byte, and the bulk payloads' sizes (the list's and
 /// the dict's as the wire encodes them, if the wire bench ran), each unpinned and
 /// pinned to one CPU.
-fn rust_floors(options: &Options, rows: &[Json]) -> Vec<Json> {
+fn rust_floors(options: &Options, rows: &[Row]) -> Vec<Row> {
     let mut sizes = vec![("noop", 1usize)];
     for (metric, wire_name) in WIRE_PAYLOADS {
         let wire_size = rows
             .iter()
-            .find(|row| row.str("metric") == Some(wire_name))
-            .and_then(|row| row.num("bytes"));
+            .find(|row| row.metric == wire_name)
+            .and_then(|row| row.bytes);
         match (metric, wire_size) {
             (_, Some(bytes)) => sizes.push((metric, bytes as usize)),
             ("bytes_1mib", None) => sizes.push((metric, 1 << 20)),
@@ -421,25 +408,28 @@ fn rust_floors(options: &Options, rows: &[Json]) -> Vec<Json> {
                 "measuring: {subject}, {size} bytes, {}",
                 if pinned { "pinned" } else { "unpinned" }
             );
-            let mut row = Json::Obj(Vec::new());
-            row.set("group", "floor".into());
-            row.set("subject", subject.into());
-            row.set("twin", "".into());
-            row.set("pinned", pinned.into());
-            row.set("metric", format!("rtt_{size}B").into());
-            row.set("payload", payload.into());
-            row.set("payload_bytes", (size as f64).into());
+            let mut row = Row {
+                group: "floor".into(),
+                subject: subject.into(),
+                // The far side is Rust, written as no interpreter.
+                twin: Some(String::new()),
+                pinned: Some(pinned),
+                metric: format!("rtt_{size}B"),
+                payload: Some(payload.into()),
+                payload_bytes: Some(size as u64),
+                ..Row::default()
+            };
             match floor::ping_pong(pinned, size, wide, warmup, rounds) {
                 Ok(samples) => {
                     let stats = Stats::new(samples);
-                    row.set("median_us", stats.median_us().into());
-                    row.set("p99_us", stats.p99_us().into());
-                    row.set("samples", (stats.len() as f64).into());
+                    row.median_us = Some(stats.median_us());
+                    row.p99_us = Some(stats.p99_us());
+                    row.samples = Some(stats.len() as u64);
                     if size > 1 {
-                        row.set("mb_s", (size as f64 / stats.median_us()).into());
+                        row.mb_s = Some(size as f64 / stats.median_us());
                     }
                 }
-                Err(error) => row.set("error", format!("{error:#}").into()),
+                Err(error) => row.error = Some(format!("{error:#}")),
             }
             out.push(row);
         }
@@ -449,7 +439,12 @@ fn rust_floors(options: &Options, rows: &[Json]) -> Vec<Json> {
 
 /// Runs a bench script and returns its rows; a script that fails or prints no JSON
 /// becomes one error row. Its `versions` are merged into `versions` under `key`.
-fn script_rows(cmd: &mut Command, group: &str, key: &str, versions: &mut Json) -> Vec<Json> {
+fn script_rows(
+    cmd: &mut Command,
+    group: &str,
+    key: &str,
+    versions: &mut Map<String, Value>,
+) -> Vec<Row> {
     let script = cmd
         .get_args()
         .next()
@@ -465,31 +460,36 @@ fn script_rows(cmd: &mut Command, group: &str, key: &str, versions: &mut Json) -
         .rev()
         .find(|line| line.starts_with('{'))
         .context("no JSON line in its output")
-        .and_then(Json::parse);
+        .and_then(|line| {
+            serde_json::from_str::<ScriptOutput>(line).context("its JSON line is not rows")
+        });
     match parsed {
-        Ok(data) => {
-            if let Some(found) = data.get("versions") {
-                versions.set(key, found.clone());
+        Ok(output) => {
+            if let Some(found) = output.versions {
+                versions.insert(key.to_owned(), found);
             }
-            data.get("rows").map_or(&[][..], Json::items).to_vec()
+            output.rows
         }
         Err(error) => vec![error_row(group, &script, "", &format!("{error:#}"))],
     }
 }
 
-fn error_row(group: &str, subject: &str, metric: &str, error: &str) -> Json {
-    Json::Obj(vec![
-        ("group".into(), group.into()),
-        ("subject".into(), subject.into()),
-        ("metric".into(), metric.into()),
-        ("error".into(), error.into()),
-    ])
+/// The row that stands for a whole run of `subject` that failed.
+fn error_row(group: &str, subject: &str, metric: &str, error: &str) -> Row {
+    Row {
+        group: group.into(),
+        subject: subject.into(),
+        metric: metric.into(),
+        error: Some(error.into()),
+        ..Row::default()
+    }
 }
 
-fn read_json(path: &Path) -> Result<Json> {
+/// The rows (and versions) a bench wrote to the file `path`.
+fn read_output(path: &Path) -> Result<ScriptOutput> {
     let text =
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Json::parse(&text).with_context(|| format!("{} is not JSON", path.display()))
+    serde_json::from_str(&text).with_context(|| format!("{} is not rows as JSON", path.display()))
 }
 
 /// The first line of a command's output, or why there is none.

@@ -1,13 +1,15 @@
 //! Rendering the merged benchmark data: the markdown report, the targets of issue #5
 //! (computed from the rows, never typed in) and an SVG bar chart of the latencies.
 //!
-//! Rows are JSON objects with `group` (`floor`, `ours`, `peer`, `wire`), `subject`,
-//! `twin` (the interpreter on the far side), `pinned`, `metric`, and either figures
+//! Rows are [`Row`]s: `group` (`floor`, `ours`, `peer`, `wire`), `subject`, `twin`
+//! (the interpreter on the far side), `pinned`, `metric`, and either figures
 //! (`median_us`, `p99_us`, `mb_s`, `calls_per_s`, ...), an `error` or an `na` reason.
 
 use std::fmt::Write as _;
 
-use super::json::Json;
+use serde_json::Value;
+
+use super::data::{Report, Row, Target};
 
 /// Columns of the call table and of the bulk/startup/threads table.
 const CALL_COLUMNS: [(&str, &str); 5] = [
@@ -25,69 +27,57 @@ const BULK_COLUMNS: [(&str, &str); 5] = [
     ("threads", "4 threads × noop"),
 ];
 
-fn rows(data: &Json) -> &[Json] {
-    data.get("rows").map_or(&[], Json::items)
-}
-
-fn is(row: &Json, key: &str, value: &str) -> bool {
-    row.str(key) == Some(value)
-}
-
-fn pinned(row: &Json) -> bool {
-    row.bool("pinned").unwrap_or(false)
-}
-
 fn pinning(pinned: bool) -> &'static str {
     if pinned { "CPU 0" } else { "none" }
 }
 
 /// The row of `group`/`subject`/`twin`/`metric` at `pinned` that has figures.
 fn find<'a>(
-    rows: &'a [Json],
+    rows: &'a [Row],
     group: &str,
     subject: &str,
     twin: &str,
     metric: &str,
-    pinned_: bool,
-) -> Option<&'a Json> {
+    pinned: bool,
+) -> Option<&'a Row> {
     rows.iter().find(|row| {
-        is(row, "group", group)
-            && is(row, "subject", subject)
-            && is(row, "twin", twin)
-            && is(row, "metric", metric)
-            && pinned(row) == pinned_
-            && row.num("median_us").is_some()
+        row.group == group
+            && row.subject == subject
+            && row.twin.as_deref() == Some(twin)
+            && row.metric == metric
+            && row.is_pinned() == pinned
+            && row.median_us.is_some()
     })
 }
 
 /// The floor a row is compared with, and the figure the ratio divides: per hop for the
 /// bounce, the median otherwise. `None` for throughput rows and rows without a floor.
-fn floor_of<'a>(rows: &'a [Json], row: &Json) -> Option<(&'a Json, f64)> {
-    let twin = row.str("twin")?;
-    let metric = row.str("metric")?;
-    let pin = pinned(row);
+fn floor_of<'a>(rows: &'a [Row], row: &Row) -> Option<(&'a Row, f64)> {
+    let twin = row.twin.as_deref()?;
+    let metric = row.metric.as_str();
+    let pin = row.is_pinned();
     match metric {
         "noop" | "add" | "method" | "attribute" => {
             let floor = find(rows, "floor", "Python socketpair", twin, "rtt_1B", pin)?;
-            Some((floor, row.num("median_us")?))
+            Some((floor, row.median_us?))
         }
         "bounce10" => {
             let floor = find(rows, "floor", "Python socketpair", twin, "rtt_1B", pin)?;
-            Some((floor, row.num("per_hop_median_us")?))
+            Some((floor, row.per_hop_median_us?))
         }
         "bytes_1mib" | "list_100k" | "dict_10k" => {
             // The faster of the two socket setups is the floor.
             let floor = rows
                 .iter()
                 .filter(|f| {
-                    (is(f, "subject", "Rust socketpair") || is(f, "subject", super::WIDE_FLOOR))
-                        && is(f, "payload", metric)
-                        && pinned(f) == pin
+                    (f.subject == "Rust socketpair" || f.subject == super::WIDE_FLOOR)
+                        && f.payload.as_deref() == Some(metric)
+                        && f.is_pinned() == pin
                 })
-                .filter_map(|f| Some((f, f.num("median_us")?)))
+                .filter_map(|f| Some((f, f.median_us?)))
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .map(|(f, _)| f)?;
-            Some((floor, row.num("median_us")?))
+            Some((floor, row.median_us?))
         }
         "startup" => {
             let floor = find(
@@ -98,7 +88,7 @@ fn floor_of<'a>(rows: &'a [Json], row: &Json) -> Option<(&'a Json, f64)> {
                 "startup_import",
                 false,
             )?;
-            Some((floor, row.num("median_us")?))
+            Some((floor, row.median_us?))
         }
         _ => None,
     }
@@ -133,35 +123,35 @@ impl Notes {
 }
 
 /// One table cell: median (p99), throughput, and the ratio to its floor.
-fn cell(rows: &[Json], row: Option<&Json>, notes: &mut Notes) -> String {
+fn cell(rows: &[Row], row: Option<&Row>, notes: &mut Notes) -> String {
     let Some(row) = row else {
         return "—".into();
     };
-    if let Some(error) = row.str("error") {
+    if let Some(error) = &row.error {
         return format!("**failed** [{}]", notes.mark(error));
     }
-    if let Some(reason) = row.str("na") {
+    if let Some(reason) = &row.na {
         return format!("n/a [{}]", notes.mark(reason));
     }
-    if let Some(rate) = row.num("calls_per_s") {
-        let speedup = row.num("speedup").unwrap_or(f64::NAN);
+    if let Some(rate) = row.calls_per_s {
+        let speedup = row.speedup.unwrap_or(f64::NAN);
         return format!("{:.0} calls/s, {speedup:.2}× one thread's", rate);
     }
-    let (Some(median), Some(p99)) = (row.num("median_us"), row.num("p99_us")) else {
+    let (Some(median), Some(p99)) = (row.median_us, row.p99_us) else {
         return "—".into();
     };
-    let mut text = if row.str("metric") == Some("bounce10") {
-        let hop = row.num("per_hop_median_us").unwrap_or(f64::NAN);
-        let hop99 = row.num("per_hop_p99_us").unwrap_or(f64::NAN);
+    let mut text = if row.metric == "bounce10" {
+        let hop = row.per_hop_median_us.unwrap_or(f64::NAN);
+        let hop99 = row.per_hop_p99_us.unwrap_or(f64::NAN);
         format!("{} ({})", time(hop), time(hop99))
     } else {
         format!("{} ({})", time(median), time(p99))
     };
-    if let Some(mb_s) = row.num("mb_s") {
+    if let Some(mb_s) = row.mb_s {
         let _ = write!(text, " {mb_s:.0} MB/s");
     }
     if let Some((floor, value)) = floor_of(rows, row) {
-        if let Some(base) = floor.num("median_us") {
+        if let Some(base) = floor.median_us {
             let _ = write!(text, " **{:.2}×**", value / base);
         }
     }
@@ -169,11 +159,11 @@ fn cell(rows: &[Json], row: Option<&Json>, notes: &mut Notes) -> String {
 }
 
 /// The markdown report.
-pub fn markdown(data: &Json) -> String {
-    let rows = rows(data);
+pub fn markdown(report: &Report) -> String {
+    let rows = &report.rows[..];
     let mut out = String::new();
     let mut notes = Notes::default();
-    let quick = data.bool("quick").unwrap_or(false);
+    let quick = report.quick;
     let _ = writeln!(out, "# cpy2py benchmarks\n");
     let _ = writeln!(
         out,
@@ -186,14 +176,12 @@ pub fn markdown(data: &Json) -> String {
          startup. Pinning `CPU 0`: both processes on one CPU; `none`: the scheduler's \
          choice.\n",
         if quick { "Quick (`--quick`)" } else { "Full" },
-        data.num("cpus").unwrap_or(0.0),
-        data.num("seconds").unwrap_or(0.0)
+        report.cpus,
+        report.seconds
     );
-    versions(&mut out, data);
-    for note in data.get("notes").map_or(&[][..], Json::items) {
-        if let Json::Str(note) = note {
-            let _ = writeln!(out, "- {note}");
-        }
+    versions(&mut out, report);
+    for note in &report.notes {
+        let _ = writeln!(out, "- {note}");
     }
     if quick {
         let _ = writeln!(
@@ -212,7 +200,7 @@ pub fn markdown(data: &Json) -> String {
         "Bulk, startup and threads",
         &BULK_COLUMNS,
     );
-    targets_table(&mut out, data.get("targets").map_or(&[][..], Json::items));
+    targets_table(&mut out, &report.targets);
     wire_table(&mut out, rows, &mut notes);
 
     if !notes.0.is_empty() {
@@ -224,8 +212,8 @@ pub fn markdown(data: &Json) -> String {
     out
 }
 
-fn versions(out: &mut String, data: &Json) {
-    let Some(Json::Obj(groups)) = data.get("versions") else {
+fn versions(out: &mut String, report: &Report) {
+    let Some(groups) = &report.versions else {
         return;
     };
     let _ = writeln!(out, "Versions:\n");
@@ -237,21 +225,26 @@ fn versions(out: &mut String, data: &Json) {
 }
 
 /// A JSON value as `key value, key value` text.
-fn flatten(value: &Json) -> String {
+fn flatten(value: &Value) -> String {
     match value {
-        Json::Str(s) => s.clone(),
-        Json::Num(n) => format!("{n}"),
-        Json::Obj(members) => members
+        Value::String(s) => s.clone(),
+        // As an `f64` prints (`3` for `3.0`), as the report always printed numbers.
+        Value::Number(n) => match n.as_f64() {
+            Some(f) => format!("{f}"),
+            None => n.to_string(),
+        },
+        Value::Object(members) => members
             .iter()
             .map(|(k, v)| format!("{k} {}", flatten(v)))
             .collect::<Vec<_>>()
             .join(", "),
-        other => other.pretty().trim().to_owned(),
+        // `null`, `true`, an array: as indented JSON (`{:#}`).
+        other => format!("{other:#}"),
     }
 }
 
-fn floors_table(out: &mut String, rows: &[Json], notes: &mut Notes) {
-    let floors: Vec<&Json> = rows.iter().filter(|r| is(r, "group", "floor")).collect();
+fn floors_table(out: &mut String, rows: &[Row], notes: &mut Notes) {
+    let floors: Vec<&Row> = rows.iter().filter(|r| r.group == "floor").collect();
     if floors.is_empty() {
         return;
     }
@@ -262,27 +255,30 @@ fn floors_table(out: &mut String, rows: &[Json], notes: &mut Notes) {
     );
     let _ = writeln!(out, "| --- | --- | --- | ---: | ---: | ---: |");
     for row in floors {
-        let payload = match (row.str("metric"), row.num("payload_bytes")) {
-            (Some("startup_pass"), _) => "`-c pass`".to_owned(),
-            (Some("startup_import"), _) => "`-c \"import cpy2py\"`".to_owned(),
-            (_, Some(bytes)) => match row.str("payload").filter(|p| *p != "noop") {
-                Some(payload) => format!("{bytes:.0} B ({payload})"),
-                None => format!("{bytes:.0} B"),
+        let payload = match (row.metric.as_str(), row.payload_bytes) {
+            ("startup_pass", _) => "`-c pass`".to_owned(),
+            ("startup_import", _) => "`-c \"import cpy2py\"`".to_owned(),
+            (_, Some(bytes)) => match row.payload.as_deref().filter(|p| *p != "noop") {
+                Some(payload) => format!("{bytes} B ({payload})"),
+                None => format!("{bytes} B"),
             },
             _ => String::new(),
         };
-        let figures = match (row.str("error"), row.num("median_us"), row.num("p99_us")) {
+        let figures = match (row.error.as_deref(), row.median_us, row.p99_us) {
             (Some(error), _, _) => format!("**failed** [{}]", notes.mark(error)),
             (None, Some(median), Some(p99)) => format!("{} ({})", time(median), time(p99)),
             _ => "—".into(),
         };
-        let mb_s = row.num("mb_s").map_or(String::new(), |v| format!("{v:.0}"));
+        let mb_s = row.mb_s.map_or(String::new(), |v| format!("{v:.0}"));
         let _ = writeln!(
             out,
             "| {} | {} | {} | {payload} | {figures} | {mb_s} |",
-            row.str("subject").unwrap_or("?"),
-            row.str("twin").filter(|t| !t.is_empty()).unwrap_or("Rust"),
-            pinning(pinned(row)),
+            row.subject,
+            row.twin
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .unwrap_or("Rust"),
+            pinning(row.is_pinned()),
         );
     }
     out.push('\n');
@@ -292,22 +288,22 @@ fn floors_table(out: &mut String, rows: &[Json], notes: &mut Notes) {
 /// and pinning, and a column per metric.
 fn side_by_side(
     out: &mut String,
-    rows: &[Json],
+    rows: &[Row],
     notes: &mut Notes,
     title: &str,
     columns: &[(&str, &str)],
 ) {
-    let relevant = |row: &&Json| {
-        (is(row, "group", "ours") || is(row, "group", "peer"))
-            && columns.iter().any(|(m, _)| is(row, "metric", m))
+    let relevant = |row: &&Row| {
+        (row.group == "ours" || row.group == "peer")
+            && columns.iter().any(|(m, _)| row.metric == *m)
     };
     // Lines in first-seen order.
     let mut lines: Vec<(String, String, bool)> = Vec::new();
     for row in rows.iter().filter(relevant) {
         let key = (
-            row.str("subject").unwrap_or("?").to_owned(),
-            row.str("twin").unwrap_or("").to_owned(),
-            pinned(row),
+            row.subject.clone(),
+            row.twin.clone().unwrap_or_default(),
+            row.is_pinned(),
         );
         if !lines.contains(&key) {
             lines.push(key);
@@ -329,12 +325,14 @@ fn side_by_side(
     for (subject, twin, pin) in lines {
         let _ = write!(out, "| {subject} | {twin} | {} |", pinning(pin));
         for (metric, _) in columns {
+            // A line's twin is "" for a row without one, but only a row with a twin
+            // fills a cell.
             let row = rows.iter().find(|row| {
                 relevant(row)
-                    && is(row, "subject", &subject)
-                    && is(row, "twin", &twin)
-                    && pinned(row) == pin
-                    && is(row, "metric", metric)
+                    && row.subject == subject
+                    && row.twin.as_deref() == Some(twin.as_str())
+                    && row.is_pinned() == pin
+                    && row.metric == *metric
             });
             let _ = write!(out, " {} |", cell(rows, row, notes));
         }
@@ -343,8 +341,8 @@ fn side_by_side(
     out.push('\n');
 }
 
-fn wire_table(out: &mut String, rows: &[Json], notes: &mut Notes) {
-    let wire: Vec<&Json> = rows.iter().filter(|r| is(r, "group", "wire")).collect();
+fn wire_table(out: &mut String, rows: &[Row], notes: &mut Notes) {
+    let wire: Vec<&Row> = rows.iter().filter(|r| r.group == "wire").collect();
     if wire.is_empty() {
         return;
     }
@@ -354,23 +352,23 @@ fn wire_table(out: &mut String, rows: &[Json], notes: &mut Notes) {
          | operation | frame bytes | median ns/op | MB/s |\n| --- | ---: | ---: | ---: |"
     );
     for row in wire {
-        if let Some(error) = row.str("error") {
+        if let Some(error) = &row.error {
             let _ = writeln!(out, "| **failed** [{}] | | | |", notes.mark(error));
             continue;
         }
         let _ = writeln!(
             out,
             "| {} | {:.0} | {:.0} | {} |",
-            row.str("metric").unwrap_or("?"),
-            row.num("bytes").unwrap_or(f64::NAN),
-            row.num("median_ns").unwrap_or(f64::NAN),
-            row.num("mb_s").map_or(String::new(), |v| format!("{v:.0}"))
+            row.metric,
+            row.bytes.map_or(f64::NAN, |b| b as f64),
+            row.median_ns.unwrap_or(f64::NAN),
+            row.mb_s.map_or(String::new(), |v| format!("{v:.0}"))
         );
     }
     out.push('\n');
 }
 
-fn targets_table(out: &mut String, targets: &[Json]) {
+fn targets_table(out: &mut String, targets: &[Target]) {
     if targets.is_empty() {
         return;
     }
@@ -381,7 +379,7 @@ fn targets_table(out: &mut String, targets: &[Json]) {
          | --- | --- | --- | --- | ---: | --- | --- |"
     );
     for target in targets {
-        let verdict = match target.bool("met") {
+        let verdict = match target.met {
             Some(true) => "met",
             Some(false) => "**missed**",
             None => "not measured",
@@ -389,14 +387,12 @@ fn targets_table(out: &mut String, targets: &[Json]) {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {verdict} |",
-            target.str("target").unwrap_or("?"),
-            target.str("twin").unwrap_or(""),
-            target.str("pinning").unwrap_or(""),
-            target.str("measured").unwrap_or(""),
-            target
-                .num("ratio")
-                .map_or("—".to_owned(), |r| format!("{r:.2}×")),
-            target.str("limit").unwrap_or(""),
+            target.target,
+            target.twin,
+            target.pinning,
+            target.measured,
+            target.ratio.map_or("—".to_owned(), |r| format!("{r:.2}×")),
+            target.limit,
         );
     }
     out.push('\n');
@@ -434,39 +430,37 @@ fn target_row(
     pinned: bool,
     bound: Bound,
     found: Option<(f64, String)>,
-) -> Json {
-    let mut row = Json::Obj(Vec::new());
-    row.set("target", target.into());
-    row.set("twin", twin.into());
-    row.set("pinning", pinning(pinned).into());
-    row.set("limit", bound.text().into());
-    match found {
+) -> Target {
+    let (ratio, measured, met) = match found {
         Some((ratio, measured)) if ratio.is_finite() => {
-            row.set("ratio", ratio.into());
-            row.set("measured", measured.into());
-            row.set("met", bound.met(ratio).into());
+            (Some(ratio), measured, Some(bound.met(ratio)))
         }
-        _ => {
-            row.set("measured", "not measured".into());
-            row.set("met", Json::Null);
-        }
+        _ => (None, "not measured".to_owned(), None),
+    };
+    Target {
+        target: target.to_owned(),
+        twin: twin.to_owned(),
+        pinning: pinning(pinned).to_owned(),
+        limit: bound.text(),
+        ratio,
+        measured,
+        met,
     }
-    row
 }
 
 /// The best (highest MB/s or lowest median) peer row for `metric` with far side `twin`,
 /// unpinned.
-fn best_peer<'a>(rows: &'a [Json], twin: &str, metric: &str) -> Option<&'a Json> {
+fn best_peer<'a>(rows: &'a [Row], twin: &str, metric: &str) -> Option<&'a Row> {
     rows.iter()
         .filter(|r| {
-            is(r, "group", "peer")
-                && is(r, "twin", twin)
-                && is(r, "metric", metric)
-                && !pinned(r)
-                && r.num("median_us").is_some()
+            r.group == "peer"
+                && r.twin.as_deref() == Some(twin)
+                && r.metric == metric
+                && !r.is_pinned()
+                && r.median_us.is_some()
         })
         .min_by(|a, b| {
-            let (a, b) = (a.num("median_us"), b.num("median_us"));
+            let (a, b) = (a.median_us, b.median_us);
             a.unwrap_or(f64::INFINITY)
                 .total_cmp(&b.unwrap_or(f64::INFINITY))
         })
@@ -474,10 +468,10 @@ fn best_peer<'a>(rows: &'a [Json], twin: &str, metric: &str) -> Option<&'a Json>
 
 /// The targets of issue #5, each with its measured ratio and whether it is met, for
 /// every twin interpreter that has rows.
-pub fn targets(rows: &[Json]) -> Vec<Json> {
+pub fn targets(rows: &[Row]) -> Vec<Target> {
     let mut twins: Vec<&str> = Vec::new();
-    for row in rows.iter().filter(|r| is(r, "group", "ours")) {
-        if let Some(twin) = row.str("twin") {
+    for row in rows.iter().filter(|r| r.group == "ours") {
+        if let Some(twin) = row.twin.as_deref() {
             if !twins.contains(&twin) {
                 twins.push(twin);
             }
@@ -488,7 +482,7 @@ pub fn targets(rows: &[Json]) -> Vec<Json> {
     let vs_floor = |twin: &str, metric: &str, pin: bool| -> Option<(f64, String)> {
         let row = ours(twin, metric, pin)?;
         let (floor, value) = floor_of(rows, row)?;
-        let base = floor.num("median_us")?;
+        let base = floor.median_us?;
         Some((
             value / base,
             format!("{} vs floor {}", time(value), time(base)),
@@ -522,13 +516,10 @@ pub fn targets(rows: &[Json]) -> Vec<Json> {
         }
         let bytes = ours(twin, "bytes_1mib", false).and_then(|row| {
             let peer = best_peer(rows, twin, "bytes_1mib")?;
-            let (mine, theirs) = (row.num("mb_s")?, peer.num("mb_s")?);
+            let (mine, theirs) = (row.mb_s?, peer.mb_s?);
             Some((
                 mine / theirs,
-                format!(
-                    "{mine:.0} MB/s vs {theirs:.0} MB/s ({})",
-                    peer.str("subject").unwrap_or("?")
-                ),
+                format!("{mine:.0} MB/s vs {theirs:.0} MB/s ({})", peer.subject),
             ))
         });
         out.push(target_row(
@@ -544,15 +535,10 @@ pub fn targets(rows: &[Json]) -> Vec<Json> {
         ] {
             let found = ours(twin, metric, false).and_then(|row| {
                 let peer = best_peer(rows, twin, metric)?;
-                let (mine, theirs) = (row.num("median_us")?, peer.num("median_us")?);
+                let (mine, theirs) = (row.median_us?, peer.median_us?);
                 Some((
                     mine / theirs,
-                    format!(
-                        "{} vs {} ({})",
-                        time(mine),
-                        time(theirs),
-                        peer.str("subject").unwrap_or("?")
-                    ),
+                    format!("{} vs {} ({})", time(mine), time(theirs), peer.subject),
                 ))
             });
             out.push(target_row(name, twin, false, Bound::Below(1.0), found));
@@ -566,9 +552,9 @@ pub fn targets(rows: &[Json]) -> Vec<Json> {
         ));
         let threads = rows
             .iter()
-            .find(|r| is(r, "group", "ours") && is(r, "twin", twin) && is(r, "metric", "threads"))
+            .find(|r| r.group == "ours" && r.twin.as_deref() == Some(twin) && r.metric == "threads")
             .and_then(|row| {
-                let (many, one) = (row.num("calls_per_s")?, row.num("one_thread_calls_per_s")?);
+                let (many, one) = (row.calls_per_s?, row.one_thread_calls_per_s?);
                 Some((many / one, format!("{many:.0} vs {one:.0} calls/s")))
             });
         out.push(target_row(
@@ -580,7 +566,7 @@ pub fn targets(rows: &[Json]) -> Vec<Json> {
         ));
         for pin in [true, false] {
             let p99 = ours(twin, "noop", pin).and_then(|row| {
-                let (median, p99) = (row.num("median_us")?, row.num("p99_us")?);
+                let (median, p99) = (row.median_us?, row.p99_us?);
                 Some((
                     p99 / median,
                     format!("p99 {} vs median {}", time(p99), time(median)),
@@ -608,22 +594,27 @@ fn xml(text: &str) -> String {
 
 /// A horizontal bar chart of every latency row (floors, ours, peers): the median as a
 /// bar and the p99 as a tick, on a log scale.
-pub fn svg(data: &Json) -> String {
-    let bars: Vec<(String, &str, f64, f64)> = rows(data)
+pub fn svg(report: &Report) -> String {
+    let bars: Vec<(String, &str, f64, f64)> = report
+        .rows
         .iter()
-        .filter(|row| !is(row, "group", "wire"))
+        .filter(|row| row.group != "wire")
         .filter_map(|row| {
-            let median = row.num("median_us")?;
-            let p99 = row.num("p99_us").unwrap_or(median);
-            let twin = row.str("twin").filter(|t| !t.is_empty()).unwrap_or("Rust");
+            let median = row.median_us?;
+            let p99 = row.p99_us.unwrap_or(median);
+            let twin = row
+                .twin
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .unwrap_or("Rust");
             let label = format!(
                 "{} · {} · {} · {}",
-                row.str("subject").unwrap_or("?").replace('`', ""),
+                row.subject.replace('`', ""),
                 twin,
-                if pinned(row) { "CPU 0" } else { "unpinned" },
-                row.str("metric").unwrap_or("?")
+                if row.is_pinned() { "CPU 0" } else { "unpinned" },
+                row.metric
             );
-            Some((label, row.str("group").unwrap_or("?"), median, p99))
+            Some((label, row.group.as_str(), median, p99))
         })
         .filter(|(_, _, median, p99)| *median > 0.0 && p99.is_finite())
         .collect();
@@ -693,15 +684,6 @@ pub fn svg(data: &Json) -> String {
 mod tests {
     use super::*;
 
-    fn row(members: &[(&str, Json)]) -> Json {
-        Json::Obj(
-            members
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        )
-    }
-
     fn latency(
         group: &str,
         subject: &str,
@@ -709,19 +691,20 @@ mod tests {
         metric: &str,
         pin: bool,
         median: f64,
-    ) -> Json {
-        row(&[
-            ("group", group.into()),
-            ("subject", subject.into()),
-            ("twin", twin.into()),
-            ("metric", metric.into()),
-            ("pinned", pin.into()),
-            ("median_us", median.into()),
-            ("p99_us", (median * 2.0).into()),
-        ])
+    ) -> Row {
+        Row {
+            group: group.into(),
+            subject: subject.into(),
+            twin: Some(twin.into()),
+            metric: metric.into(),
+            pinned: Some(pin),
+            median_us: Some(median),
+            p99_us: Some(median * 2.0),
+            ..Row::default()
+        }
     }
 
-    fn sample() -> Vec<Json> {
+    fn sample() -> Vec<Row> {
         let mut rows = vec![
             latency("floor", "Python socketpair", "PyPy", "rtt_1B", true, 10.0),
             latency("floor", "Python socketpair", "PyPy", "rtt_1B", false, 20.0),
@@ -731,33 +714,32 @@ mod tests {
             latency("peer", "slow peer", "PyPy", "list_100k", false, 9_000.0),
             latency("ours", "cpy2py", "PyPy", "list_100k", false, 4_000.0),
         ];
-        rows.push(row(&[
-            ("group", "ours".into()),
-            ("subject", "cpy2py".into()),
-            ("twin", "PyPy".into()),
-            ("metric", "threads".into()),
-            ("pinned", false.into()),
-            ("calls_per_s", 100.0.into()),
-            ("one_thread_calls_per_s", 100.0.into()),
-        ]));
-        rows.push(row(&[
-            ("group", "peer".into()),
-            ("subject", "broken <peer> & co".into()),
-            ("twin", "PyPy".into()),
-            ("metric", "noop".into()),
-            ("pinned", false.into()),
-            ("error", "exit 1: it | broke".into()),
-        ]));
+        rows.push(Row {
+            group: "ours".into(),
+            subject: "cpy2py".into(),
+            twin: Some("PyPy".into()),
+            metric: "threads".into(),
+            pinned: Some(false),
+            calls_per_s: Some(100.0),
+            one_thread_calls_per_s: Some(100.0),
+            ..Row::default()
+        });
+        rows.push(Row {
+            group: "peer".into(),
+            subject: "broken <peer> & co".into(),
+            twin: Some("PyPy".into()),
+            metric: "noop".into(),
+            pinned: Some(false),
+            error: Some("exit 1: it | broke".into()),
+            ..Row::default()
+        });
         rows
     }
 
-    fn verdict<'a>(targets: &'a [Json], target: &str, pin: &str) -> &'a Json {
+    fn verdict<'a>(targets: &'a [Target], target: &str, pin: &str) -> &'a Target {
         targets
             .iter()
-            .find(|t| {
-                t.str("target").is_some_and(|n| n.starts_with(target))
-                    && t.str("pinning") == Some(pin)
-            })
+            .find(|t| t.target.starts_with(target) && t.pinning == pin)
             .unwrap_or_else(|| panic!("no target {target} {pin}"))
     }
 
@@ -765,29 +747,31 @@ mod tests {
     fn targets_are_computed_from_the_rows() {
         let targets = targets(&sample());
         let noop_pinned = verdict(&targets, "`execute(noop)`", "CPU 0");
-        assert_eq!(noop_pinned.num("ratio"), Some(1.1));
-        assert_eq!(noop_pinned.bool("met"), Some(true));
+        assert_eq!(noop_pinned.ratio, Some(1.1));
+        assert_eq!(noop_pinned.met, Some(true));
         let noop_free = verdict(&targets, "`execute(noop)`", "none");
-        assert_eq!(noop_free.num("ratio"), Some(2.5));
-        assert_eq!(noop_free.bool("met"), Some(false));
+        assert_eq!(noop_free.ratio, Some(2.5));
+        assert_eq!(noop_free.met, Some(false));
         let list = verdict(&targets, "100k-int list", "none");
-        assert_eq!(list.num("ratio"), Some(0.8)); // against the fast peer
-        assert_eq!(list.bool("met"), Some(true));
+        assert_eq!(list.ratio, Some(0.8)); // against the fast peer
+        assert_eq!(list.met, Some(true));
         let threads = verdict(&targets, "4 threads", "none");
-        assert_eq!(threads.bool("met"), Some(false));
+        assert_eq!(threads.met, Some(false));
         // No rows, no verdict.
         let startup = verdict(&targets, "startup", "none");
-        assert_eq!(startup.get("met"), Some(&Json::Null));
+        assert_eq!((startup.ratio, startup.met), (None, None));
+        assert_eq!(startup.measured, "not measured");
     }
 
-    fn data() -> Json {
+    fn data() -> Report {
         let rows = sample();
         let targets = targets(&rows);
-        row(&[
-            ("quick", true.into()),
-            ("rows", Json::Arr(rows)),
-            ("targets", Json::Arr(targets)),
-        ])
+        Report {
+            quick: true,
+            rows,
+            targets,
+            ..Report::default()
+        }
     }
 
     #[test]
