@@ -61,6 +61,11 @@ mod kernel;
 mod lifecycle;
 mod peer;
 mod pool;
+/// The sans-IO protocol core, public only with the `proto` feature (for the
+/// fuzz harness, which drives it directly): not a stable interface.
+#[cfg(feature = "proto")]
+pub mod proto;
+#[cfg(not(feature = "proto"))]
 mod proto;
 mod reader;
 mod serve;

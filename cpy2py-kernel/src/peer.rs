@@ -180,20 +180,9 @@ impl ReadBuf {
             }
             return Ok(None);
         }
-        let frame = &avail[..total];
-        let (src, dst) = peek_route(&frame[HEADER_LEN..])?;
-        let item = if forward && dst != me {
-            Incoming::Forward {
-                src,
-                dst,
-                frame: frame.to_vec(),
-            }
-        } else {
-            match decoder.decode(frame)? {
-                Some((envelope, _)) => Incoming::Local(envelope),
-                // `frame` holds exactly one whole frame: checked above.
-                None => return Ok(None),
-            }
+        // `avail` holds this whole frame: checked above.
+        let Some(item) = Incoming::read(&avail[..total], decoder, me, forward)? else {
+            return Ok(None);
         };
         self.start += total;
         if self.start == self.end {

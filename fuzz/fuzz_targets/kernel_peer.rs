@@ -1,8 +1,8 @@
-//! Fuzz target `kernel_peer`: a master kernel reading a fuzzed twin's byte stream,
-//! handshake included (see `cpy2py_fuzz::kernel`).
+//! Fuzz target `kernel_peer`: the kernel's protocol core given a fuzzed twin's byte
+//! stream, handshake included, and its invariants checked (see `cpy2py_fuzz::proto`).
 
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    cpy2py_fuzz::kernel::peer(data);
+    cpy2py_fuzz::proto::peer(data);
 });

@@ -1,4 +1,6 @@
-//! The kernel harness: a master [`Kernel`] reading a fuzzed twin's byte stream.
+//! The shell's harness (`kernel_shell`): a master [`Kernel`] reading a fuzzed twin's
+//! byte stream over a real socket, its threads and all (`kernel_peer` plays the
+//! same inputs against the protocol core alone: [`crate::proto`]).
 //!
 //! One master kernel (and one well-behaved twin kernel attached to it, the *other*
 //! twin) live for the whole fuzzing process; each input is one fuzzed twin:
@@ -16,15 +18,16 @@
 //!    other twin must still work.
 //!
 //! Any panic (in the master's threads too: libFuzzer's panic hook aborts) and any
-//! deadline missed is a crash. Frames are forwarded to the other twin undecoded, so
-//! a fuzzed twin can end the other twin; that is noted on stderr (a line starting with
-//! [`NOTE`]), and is a crash only with `CPY2PY_FUZZ_STRICT=1`. The other twin is
-//! then replaced.
+//! deadline missed is a crash. The master checks a frame before it forwards it to
+//! the other twin (`kernel_peer` asserts that the other twin accepts whatever it
+//! passes on); should the other twin end anyway, that is noted on stderr (a line
+//! starting with [`NOTE`]), and is a crash only with `CPY2PY_FUZZ_STRICT=1`. The
+//! other twin is then replaced.
 //!
 //! Seeds use canonical peer ids ([`crate::seeds::SELF`], [`crate::seeds::OTHER`]);
 //! every frame whose route can be read has them rewritten to the ids of this run.
 
-use crate::seeds::{OTHER, SELF, TWIN_ID};
+use crate::seeds::{Fate, OTHER, SELF, TWIN_ID};
 use cpy2py_kernel::{CallError, Handler, Kernel, KernelConfig, LocalInfo, RequestContext};
 use cpy2py_wire::{
     Envelope, FrameDecoder, HEADER_LEN, Message, Op, Outcome, PeerId, Reply, Value, encode_frame,
@@ -53,18 +56,7 @@ const DEADLINE: Duration = Duration::from_secs(5);
 /// The module of the probe call.
 const PROBE: &str = "__cpy2py_fuzz_probe__";
 
-/// What became of the fuzzed twin.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fate {
-    /// The master refused the handshake.
-    Refused,
-    /// The master accepted it; the probe call completed.
-    Working,
-    /// The master accepted it, then closed it.
-    Closed,
-}
-
-/// `kernel_peer`: feeds `data` to a master kernel as a twin's stream.
+/// `kernel_shell`: feeds `data` to a master kernel as a twin's stream.
 pub fn peer(data: &[u8]) -> Option<Fate> {
     static HARNESS: Mutex<Option<Harness>> = Mutex::new(None);
     if data.len() > MAX_INPUT {
@@ -322,9 +314,9 @@ enum Expect {
     Working,
 }
 
-/// The master's rules for a twin's frames, restated: frames for another peer are
-/// forwarded with only their route read; frames for the master are decoded and must
-/// come from the twin and not be a Hello, Shutdown or PeerGone.
+/// The master's rules for a twin's frames, restated: every frame must decode and
+/// come from the twin; one for the master must not be a Hello, Shutdown or PeerGone,
+/// and one for another peer (forwarded) must be a Request, Reply, Release or Retain.
 fn expect(mut rest: &[u8], decoder: &FrameDecoder, me: PeerId) -> Expect {
     while !rest.is_empty() {
         let total = match decoder.check_header(rest) {
@@ -341,19 +333,24 @@ fn expect(mut rest: &[u8], decoder: &FrameDecoder, me: PeerId) -> Expect {
         if src != me {
             return Expect::Close(format!("a frame claiming to be from {src}"));
         }
-        if dst == PeerId::MASTER {
-            match decoder.decode(frame) {
-                Ok(Some((envelope, _))) => match envelope.message {
-                    Message::Hello(_) => return Expect::Close("a second Hello".into()),
-                    Message::Shutdown => return Expect::Close("a Shutdown from a twin".into()),
-                    Message::PeerGone { .. } => {
-                        return Expect::Close("a PeerGone from a twin".into());
-                    }
-                    _ => {}
-                },
-                Ok(None) => unreachable!("a whole frame was checked above"),
-                Err(e) => return Expect::Close(e.to_string()),
-            }
+        let message = match decoder.decode(frame) {
+            Ok(Some((envelope, _))) => envelope.message,
+            Ok(None) => unreachable!("a whole frame was checked above"),
+            Err(e) => return Expect::Close(e.to_string()),
+        };
+        let allowed = if dst == PeerId::MASTER {
+            !matches!(
+                message,
+                Message::Hello(_) | Message::Shutdown | Message::PeerGone { .. }
+            )
+        } else {
+            matches!(
+                message,
+                Message::Request(_) | Message::Reply(_) | Message::Release(_) | Message::Retain(_)
+            )
+        };
+        if !allowed {
+            return Expect::Close(format!("a message a twin may not send to peer {dst}"));
         }
         rest = &rest[total..];
     }
@@ -565,26 +562,16 @@ impl FakeTwin {
 
 #[cfg(test)]
 mod tests {
-    use super::{Fate, peer};
+    use super::peer;
 
     /// Every committed seed runs through the harness, with the fate its name says.
     #[test]
     fn seeds_meet_their_fates() {
         for (target, name, bytes) in crate::seeds::all() {
-            if target != "kernel_peer" {
-                continue;
+            if target == "kernel_peer" {
+                let fate = peer(&bytes).expect("seeds are small");
+                assert_eq!(fate, crate::seeds::fate_of(&name), "seed {name}");
             }
-            let fate = peer(&bytes).expect("seeds are small");
-            let expected = if name.starts_with("hello-") || name == "request-before-hello" {
-                Fate::Refused
-            } else if ["shutdown", "peer-gone", "second-hello", "spoofed-source"]
-                .contains(&name.as_str())
-            {
-                Fate::Closed
-            } else {
-                Fate::Working
-            };
-            assert_eq!(fate, expected, "seed {name}");
         }
     }
 

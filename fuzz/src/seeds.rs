@@ -26,6 +26,37 @@ const NOBODY: PeerId = PeerId(9);
 /// The twin id the fuzzed twin is attached under.
 pub const TWIN_ID: &str = "fuzzed";
 
+/// What became of the fuzzed twin of a `kernel_peer` input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// The master refused the handshake.
+    Refused,
+    /// The master accepted it and kept it until its stream ended.
+    Working,
+    /// The master accepted it, then closed it for breaking a rule.
+    Closed,
+}
+
+/// The fate the `kernel_peer` seed `name` must meet.
+pub fn fate_of(name: &str) -> Fate {
+    if name.starts_with("hello-") || name == "request-before-hello" {
+        Fate::Refused
+    } else if [
+        "shutdown",
+        "peer-gone",
+        "second-hello",
+        "spoofed-source",
+        "forward-shutdown",
+        "forward-hello",
+    ]
+    .contains(&name)
+    {
+        Fate::Closed
+    } else {
+        Fate::Working
+    }
+}
+
 /// Every seed: `(target, file name, bytes)`.
 pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -133,6 +164,21 @@ fn kernel_scenarios() -> Vec<(String, Vec<Envelope>)> {
         })],
     );
     with_hello("second-hello", vec![hello.clone()]);
+    // ...and control messages for another twin, which must not reach it.
+    with_hello(
+        "forward-shutdown",
+        vec![Envelope {
+            dst: OTHER,
+            ..from_self(Message::Shutdown)
+        }],
+    );
+    with_hello(
+        "forward-hello",
+        vec![Envelope {
+            dst: OTHER,
+            ..hello.clone()
+        }],
+    );
     with_hello(
         "spoofed-source",
         vec![Envelope {

@@ -31,7 +31,21 @@ use crate::{Phases, cargo, run, succeeds};
 use lexopt::Arg;
 
 /// The targets, in the order they run.
-const TARGETS: [&str; 3] = ["wire_decode", "wire_stream", "kernel_peer"];
+const TARGETS: [&str; 4] = ["wire_decode", "wire_stream", "kernel_peer", "kernel_shell"];
+
+/// The target whose one kernel (and its threads) serves every input: what they
+/// hold at exit is not a leak of one input.
+const LONG_LIVED: &str = "kernel_shell";
+
+/// The committed seeds a target starts from: `kernel_shell` plays `kernel_peer`'s
+/// inputs (a twin's stream) against a real kernel.
+fn seeds_of(target: &str) -> &str {
+    if target == LONG_LIVED {
+        "kernel_peer"
+    } else {
+        target
+    }
+}
 
 /// The cargo-fuzz installed when there is none.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -186,7 +200,7 @@ const USAGE: &str = "\
 usage: cargo xtask fuzz [--seconds N] [TARGET...]
 
 libFuzzer (cargo fuzz) on each TARGET (default: all of wire_decode, wire_stream,
-kernel_peer) for N seconds each (default 60), starting from the committed seeds in
+kernel_peer, kernel_shell) for N seconds each (default 60), starting from the committed seeds in
 fuzz/corpus and what earlier runs here found; fails on any crash.
 ";
 
@@ -242,7 +256,7 @@ fn ensure_cargo_fuzz() -> Result<()> {
 fn fuzz_one(root: &Path, bin_dir: &Path, target: &'static str, seconds: u64) -> Result<Report> {
     let fuzz_dir = root.join("target").join("fuzz");
     let corpus = fuzz_dir.join("corpus").join(target);
-    let seeds = root.join("fuzz").join("corpus").join(target);
+    let seeds = root.join("fuzz").join("corpus").join(seeds_of(target));
     let artifacts = fuzz_dir.join("artifacts").join(target);
     let logs = fuzz_dir.join("logs");
     for dir in [&corpus, &artifacts, &logs] {
@@ -264,9 +278,7 @@ fn fuzz_one(root: &Path, bin_dir: &Path, target: &'static str, seconds: u64) -> 
         .env("RUST_BACKTRACE", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if target == "kernel_peer" {
-        // One kernel serves every input and its threads outlive them: what they
-        // hold at exit is not a leak of one input.
+    if target == LONG_LIVED {
         cmd.arg("-detect_leaks=0")
             .env("ASAN_OPTIONS", "detect_leaks=0");
     }
@@ -390,7 +402,7 @@ fn print_reports(reports: &[Report], bin_dir: &Path) {
             r.failure.as_deref().unwrap_or_default()
         );
         for crash in &r.crashes {
-            let env = if r.target == "kernel_peer" {
+            let env = if r.target == LONG_LIVED {
                 "ASAN_OPTIONS=detect_leaks=0 "
             } else {
                 ""
@@ -402,7 +414,7 @@ fn print_reports(reports: &[Report], bin_dir: &Path) {
                 crash.display()
             );
         }
-        if r.target == "kernel_peer" {
+        if r.target == LONG_LIVED {
             eprintln!(
                 "  (one kernel serves every input: a timing-dependent crash may need the input \
                  replayed many times in one process, e.g. `$(yes INPUT | head -500)`)"

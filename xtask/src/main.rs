@@ -43,8 +43,8 @@ tasks:
   build                    build the cpy2py extension for CPython (and PyPy, if found)
                            and install it into target/venv-cpython (target/venv-pypy)
   test [-- PYTEST_ARGS]    cargo fmt --check, clippy, build, mypy --strict and stubtest,
-                           cargo test, then pytest with a CPython master and with a
-                           PyPy master
+                           cargo test (the fuzz harnesses over their seeds too), then
+                           pytest with a CPython master and with a PyPy master
   example [-- ARGS]        build, then run examples/hello_twins.py (CPython master, PyPy twin)
   bench [--quick] [--only NAME[,NAME...]]
                            in one run: the floors (socketpair ping-pong in Rust and in
@@ -118,7 +118,11 @@ fn main() -> Result<()> {
 fn test(root: &Path, pytest_args: Vec<String>) -> Result<()> {
     let mut phases = Phases::default();
     phases.run("cargo fmt --check", || {
-        run(cargo().args(["fmt", "--all", "--", "--check"]))
+        run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+        run(cargo()
+            .args(["fmt", "--all", "--manifest-path"])
+            .arg(root.join("fuzz").join("Cargo.toml"))
+            .args(["--", "--check"]))
     })?;
     phases.run("cargo clippy", || {
         run(cargo().args([
@@ -145,6 +149,16 @@ fn test(root: &Path, pytest_args: Vec<String>) -> Result<()> {
     })?;
     phases.run("cargo test", || {
         run(venvs.test_env(cargo().args(["test", "--workspace"])))
+    })?;
+    // fuzz/ is a project of its own: its harnesses run over the committed seeds here,
+    // each seed with the fate its name says, on any toolchain.
+    phases.run("cargo test, fuzz harnesses over the seeds", || {
+        let manifest = root.join("fuzz").join("Cargo.toml");
+        run(cargo().arg("test").arg("--manifest-path").arg(&manifest))?;
+        run(cargo()
+            .args(["clippy", "--all-targets", "--manifest-path"])
+            .arg(&manifest)
+            .args(["--", "-D", "warnings"]))
     })?;
     let suite = root.join("integration-tests").join("python");
     phases.run("pytest, CPython master", || {

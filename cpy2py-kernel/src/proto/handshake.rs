@@ -6,7 +6,7 @@ use cpy2py_wire::{Envelope, Hello, Message, PROTOCOL_VERSION, PeerId};
 
 /// Why a peer's Hello is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum HandshakeError {
+pub enum HandshakeError {
     /// The first message was something else.
     #[error("the first message was not Hello")]
     NotHello,
@@ -34,7 +34,7 @@ pub(crate) enum HandshakeError {
 }
 
 /// The Hello this process (`local`, peer number `peer`, process `pid`) sends.
-pub(crate) fn hello(local: &LocalInfo, peer: PeerId, pid: u32) -> Hello {
+pub fn hello(local: &LocalInfo, peer: PeerId, pid: u32) -> Hello {
     Hello {
         protocol: PROTOCOL_VERSION,
         peer,
@@ -48,7 +48,7 @@ pub(crate) fn hello(local: &LocalInfo, peer: PeerId, pid: u32) -> Hello {
 
 /// Checks a peer's first message: a Hello of our protocol version, from the
 /// peer number and with the twin id we expect (when we expect one).
-pub(crate) fn check_hello(
+pub fn check_hello(
     envelope: Envelope,
     expect_peer: Option<PeerId>,
     expect_name: Option<&str>,

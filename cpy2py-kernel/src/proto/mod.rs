@@ -16,16 +16,18 @@ mod pending;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use handshake::{check_hello, hello};
-pub(crate) use output::{Event, Few, Outputs, Transmit, Violation};
+#[cfg(feature = "proto")]
+pub use handshake::HandshakeError;
+pub use handshake::{check_hello, hello};
+pub use output::{Event, Few, Outputs, Transmit, Violation};
 pub use pending::Callback;
-pub(crate) use pending::{Completed, Completion};
+pub use pending::{Completed, Completion};
 
 use crate::error::CallError;
 use crate::{LocalInfo, Role};
 use cpy2py_wire::{
-    ChainId, Envelope, Failure, FrameDecoder, Hello, Message, Outcome, PeerId, Reply, Request,
-    RequestId,
+    ChainId, Envelope, Failure, FrameDecoder, HEADER_LEN, Hello, Message, Outcome, PeerId, Reply,
+    Request, RequestId, WireError, peek_route,
 };
 use pending::PendingTable;
 use std::collections::{HashMap, VecDeque};
@@ -35,7 +37,7 @@ const GONE_REMEMBERED: usize = 1024;
 
 /// A request addressed to this process, with the peer it came from.
 #[derive(Debug)]
-pub(crate) struct Inbound {
+pub struct Inbound {
     /// The sending peer (where the reply goes).
     pub src: PeerId,
     /// The request.
@@ -44,7 +46,7 @@ pub(crate) struct Inbound {
 
 /// A frame taken from a peer's stream.
 #[derive(Debug)]
-pub(crate) enum Incoming {
+pub enum Incoming {
     /// Addressed to this process.
     Local(Envelope),
     /// Addressed to another peer (master only): the whole frame, to forward
@@ -59,8 +61,33 @@ pub(crate) enum Incoming {
     },
 }
 
+impl Incoming {
+    /// The meaning of `frame`, one whole frame (header and body) read from a
+    /// peer: with `forward` (the master), a frame for another peer than `me` is
+    /// passed on undecoded, with only its route read; any other is decoded.
+    /// `None` if `frame` is not a whole frame after all.
+    pub fn read(
+        frame: &[u8],
+        decoder: &FrameDecoder,
+        me: PeerId,
+        forward: bool,
+    ) -> Result<Option<Incoming>, WireError> {
+        let (src, dst) = peek_route(frame.get(HEADER_LEN..).unwrap_or(&[]))?;
+        if forward && dst != me {
+            return Ok(Some(Incoming::Forward {
+                src,
+                dst,
+                frame: frame.to_vec(),
+            }));
+        }
+        Ok(decoder
+            .decode(frame)?
+            .map(|(envelope, _)| Incoming::Local(envelope)))
+    }
+}
+
 /// The protocol state of one process.
-pub(crate) struct Endpoint<W> {
+pub struct Endpoint<W> {
     me: PeerId,
     role: Role,
     local: LocalInfo,
@@ -82,7 +109,7 @@ pub(crate) struct Endpoint<W> {
 impl<W: Clone> Endpoint<W> {
     /// The state of process `me` in `role`; `master_name` is the master's id
     /// (this process's own in the master).
-    pub(crate) fn new(
+    pub fn new(
         me: PeerId,
         role: Role,
         local: LocalInfo,
@@ -108,25 +135,25 @@ impl<W: Clone> Endpoint<W> {
     // ----- peers -------------------------------------------------------------------
 
     /// A peer completed the handshake.
-    pub(crate) fn add_peer(&mut self, id: PeerId, hello: Hello) {
+    pub fn add_peer(&mut self, id: PeerId, hello: Hello) {
         self.gone.remove(&id);
         self.peers.insert(id, hello);
     }
 
     /// The handshake of connected peer `id`.
-    pub(crate) fn hello(&self, id: PeerId) -> Option<&Hello> {
+    pub fn hello(&self, id: PeerId) -> Option<&Hello> {
         self.peers.get(&id)
     }
 
     /// Whether peer `id` is connected. (The shell asks its sockets instead,
     /// without taking the core's lock.)
     #[cfg(test)]
-    pub(crate) fn is_connected(&self, id: PeerId) -> bool {
+    pub fn is_connected(&self, id: PeerId) -> bool {
         self.peers.contains_key(&id)
     }
 
     /// Connected peers with their twin ids, in id order.
-    pub(crate) fn peers(&self) -> Vec<(PeerId, String)> {
+    pub fn peers(&self) -> Vec<(PeerId, String)> {
         let mut out: Vec<_> = self
             .peers
             .iter()
@@ -137,13 +164,13 @@ impl<W: Clone> Endpoint<W> {
     }
 
     /// How peer `id` ended, if it is gone.
-    pub(crate) fn gone(&self, id: PeerId) -> Option<&(String, String)> {
+    pub fn gone(&self, id: PeerId) -> Option<&(String, String)> {
         self.gone.get(&id)
     }
 
     /// The twin id of `id` for messages: its handshake name, the master's name,
     /// or how it is remembered after it ended.
-    pub(crate) fn peer_name(&self, id: PeerId) -> String {
+    pub fn peer_name(&self, id: PeerId) -> String {
         if let Some(hello) = self.peers.get(&id) {
             return hello.twin_id.clone();
         }
@@ -158,7 +185,7 @@ impl<W: Clone> Endpoint<W> {
 
     /// The peer a frame for `dst` is written to: `dst` itself in the master, the
     /// master in a twin; an error when that peer is not connected.
-    pub(crate) fn route(&self, dst: PeerId) -> Result<PeerId, CallError> {
+    pub fn route(&self, dst: PeerId) -> Result<PeerId, CallError> {
         let hop = hop(self.role, dst);
         if self.peers.contains_key(&hop) {
             return Ok(hop);
@@ -179,7 +206,7 @@ impl<W: Clone> Endpoint<W> {
 
     /// Highest pickle protocol both this process and `peer` (or the hop to it)
     /// read.
-    pub(crate) fn pickle_protocol(&self, peer: PeerId) -> u8 {
+    pub fn pickle_protocol(&self, peer: PeerId) -> u8 {
         let theirs = self
             .route(peer)
             .ok()
@@ -194,7 +221,7 @@ impl<W: Clone> Endpoint<W> {
     /// and the request to write. With `Completion::Thread(w)`, thread `w` waits
     /// on `chain` until [`Endpoint::finish`]: requests of that chain are handed
     /// to it.
-    pub(crate) fn submit(
+    pub fn submit(
         &mut self,
         dst: PeerId,
         chain: ChainId,
@@ -215,36 +242,32 @@ impl<W: Clone> Endpoint<W> {
     }
 
     /// Completes request `id` (its reply, or a failure the shell saw).
-    pub(crate) fn complete(
-        &mut self,
-        id: RequestId,
-        result: Result<Outcome, CallError>,
-    ) -> Completed<W> {
+    pub fn complete(&mut self, id: RequestId, result: Result<Outcome, CallError>) -> Completed<W> {
         self.pending.complete(id, result)
     }
 
     /// Takes the result of request `id` if it is there.
-    pub(crate) fn take(&mut self, id: RequestId) -> Option<Result<Outcome, CallError>> {
+    pub fn take(&mut self, id: RequestId) -> Option<Result<Outcome, CallError>> {
         self.pending.take(id)
     }
 
     /// Whether the result of request `id` is there.
-    pub(crate) fn has_result(&self, id: RequestId) -> bool {
+    pub fn has_result(&self, id: RequestId) -> bool {
         self.pending.has_result(id)
     }
 
     /// Forgets request `id`: a reply arriving later is discarded.
-    pub(crate) fn abandon(&mut self, id: RequestId) {
+    pub fn abandon(&mut self, id: RequestId) {
         self.pending.abandon(id);
     }
 
     /// Requests in flight or with an untaken result.
-    pub(crate) fn pending_len(&self) -> usize {
+    pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
 
     /// A thread stopped waiting on `chain` for one of its calls.
-    pub(crate) fn leave_chain(&mut self, chain: ChainId) {
+    pub fn leave_chain(&mut self, chain: ChainId) {
         if let Some(entry) = self.chains.get_mut(&chain) {
             entry.1 -= 1;
             if entry.1 == 0 {
@@ -254,7 +277,7 @@ impl<W: Clone> Endpoint<W> {
     }
 
     /// The threads waiting on chains here (woken when stopping).
-    pub(crate) fn chain_waiters(&self) -> Vec<W> {
+    pub fn chain_waiters(&self) -> Vec<W> {
         self.chains.values().map(|(w, _)| w.clone()).collect()
     }
 
@@ -262,11 +285,7 @@ impl<W: Clone> Endpoint<W> {
 
     /// Handles one frame read from `from`. An error means `from` broke the
     /// protocol: close it ([`Endpoint::handle_closed`]).
-    pub(crate) fn handle_frame(
-        &mut self,
-        from: PeerId,
-        incoming: Incoming,
-    ) -> Result<(), Violation> {
+    pub fn handle_frame(&mut self, from: PeerId, incoming: Incoming) -> Result<(), Violation> {
         let envelope = match incoming {
             Incoming::Forward { src, dst, frame } => {
                 return self.handle_forward(from, src, dst, frame);
@@ -373,13 +392,7 @@ impl<W: Clone> Endpoint<W> {
     }
 
     /// A forwarded frame from `from` could not be written to `dst`.
-    pub(crate) fn forward_failed(
-        &mut self,
-        from: PeerId,
-        dst: PeerId,
-        frame: &[u8],
-        failure: &CallError,
-    ) {
+    pub fn forward_failed(&mut self, from: PeerId, dst: PeerId, frame: &[u8], failure: &CallError) {
         self.answer_for(from, dst, frame, failure);
     }
 
@@ -408,7 +421,7 @@ impl<W: Clone> Endpoint<W> {
     /// (in a twin, whose every call goes through the master: every call), and
     /// in the master tells the other twins. Returns false if it was not
     /// connected (already handled).
-    pub(crate) fn handle_closed(&mut self, peer: PeerId, reason: String) -> bool {
+    pub fn handle_closed(&mut self, peer: PeerId, reason: String) -> bool {
         let Some(hello) = self.peers.remove(&peer) else {
             return false;
         };
@@ -462,7 +475,7 @@ impl<W: Clone> Endpoint<W> {
     /// Starts stopping: every pending call fails with
     /// [`CallError::ShuttingDown`], and [`Event::Stop`] asks the shell to wake
     /// its threads. Does nothing the second time.
-    pub(crate) fn begin_stop(&mut self) {
+    pub fn begin_stop(&mut self) {
         if self.stopping {
             return;
         }
@@ -476,7 +489,7 @@ impl<W: Clone> Endpoint<W> {
     /// Whether stopping has begun. (The shell keeps a flag of its own that
     /// its loops read without taking the core's lock.)
     #[cfg(test)]
-    pub(crate) fn is_stopping(&self) -> bool {
+    pub fn is_stopping(&self) -> bool {
         self.stopping
     }
 
@@ -489,19 +502,19 @@ impl<W: Clone> Endpoint<W> {
     // ----- output ------------------------------------------------------------------
 
     /// The next thing to do, oldest first.
-    pub(crate) fn poll_event(&mut self) -> Option<Event<W>> {
+    pub fn poll_event(&mut self) -> Option<Event<W>> {
         self.events.pop_front()
     }
 
     /// The next frame to write, oldest first.
-    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
     /// Everything queued, for the thread that caused it to carry out in order
     /// once it has let go of the endpoint. Allocates nothing for the common
     /// input that asks for at most one event and one transmit.
-    pub(crate) fn take_outputs(&mut self) -> Outputs<W> {
+    pub fn take_outputs(&mut self) -> Outputs<W> {
         let first_event = self.poll_event();
         let first_transmit = self.poll_transmit();
         Outputs {
@@ -513,7 +526,7 @@ impl<W: Clone> Endpoint<W> {
 
 /// The peer a process in `role` writes a frame for `dst` to: `dst` itself in
 /// the master, the master in a twin (the star's one rule of routing).
-pub(crate) fn hop(role: Role, dst: PeerId) -> PeerId {
+pub fn hop(role: Role, dst: PeerId) -> PeerId {
     match role {
         Role::Twin => PeerId::MASTER,
         Role::Master => dst,
@@ -521,14 +534,14 @@ pub(crate) fn hop(role: Role, dst: PeerId) -> PeerId {
 }
 
 /// The reply to send when an outcome could not be encoded (`reason`).
-pub(crate) fn unsendable_reply(reason: &str) -> Outcome {
+pub fn unsendable_reply(reason: &str) -> Outcome {
     Outcome::Failed(Failure::Unsendable {
         reason: reason.to_owned(),
     })
 }
 
 /// The name of a message's kind, for errors.
-pub(crate) fn message_kind(message: &Message) -> &'static str {
+pub fn message_kind(message: &Message) -> &'static str {
     match message {
         Message::Hello(_) => "Hello",
         Message::Request(_) => "Request",

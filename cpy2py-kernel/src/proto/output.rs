@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 
 /// Why a peer is closed: it broke the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Violation {
+pub enum Violation {
     /// A frame's sender is not the peer it came from.
     #[error("peer {from} sent a frame claiming to be {claimed}")]
     Impersonation {
@@ -47,7 +47,7 @@ pub(crate) enum Violation {
 }
 
 /// What the shell is asked to do, in order.
-pub(crate) enum Event<W> {
+pub enum Event<W> {
     /// A request on a chain whose thread `waiter` waits here: hand it over (a
     /// nested callback), waking the thread unless it is the reading one.
     Deliver {
@@ -77,7 +77,7 @@ pub(crate) enum Event<W> {
 
 /// A frame the shell is asked to write.
 #[derive(Debug)]
-pub(crate) enum Transmit {
+pub enum Transmit {
     /// Bytes of a frame from another peer, passed on undecoded.
     Forward {
         /// The peer to write to.
@@ -98,7 +98,7 @@ pub(crate) enum Transmit {
 }
 
 /// What one input asked for: [`super::Endpoint::take_outputs`].
-pub(crate) struct Outputs<W> {
+pub struct Outputs<W> {
     /// Events, in order.
     pub events: Few<Event<W>>,
     /// Frames to write, in order (after the events).
@@ -106,7 +106,7 @@ pub(crate) struct Outputs<W> {
 }
 
 /// A short sequence whose first item is held inline.
-pub(crate) struct Few<T> {
+pub struct Few<T> {
     first: Option<T>,
     rest: std::vec::IntoIter<T>,
 }

@@ -10,7 +10,7 @@ use slab::Slab;
 pub type Callback = Box<dyn FnOnce(Result<Outcome, CallError>) + Send + 'static>;
 
 /// How the requester wants to learn of the result.
-pub(crate) enum Completion<W> {
+pub enum Completion<W> {
     /// A thread blocked in [`crate::PendingCall::wait`]: store the result and wake it.
     Thread(W),
     /// Call this function with the result.
@@ -29,7 +29,7 @@ struct Slot<W> {
 }
 
 /// What completing a request asks the caller to do (outside the table's lock).
-pub(crate) enum Completed<W> {
+pub enum Completed<W> {
     /// The result was stored; wake this thread.
     Wake(W),
     /// Run this callback with this result.
@@ -39,7 +39,7 @@ pub(crate) enum Completed<W> {
 }
 
 /// The table of requests in flight from this peer.
-pub(crate) struct PendingTable<W> {
+pub struct PendingTable<W> {
     slots: Slab<Slot<W>>,
     generations: Vec<u32>,
 }
@@ -55,7 +55,7 @@ impl<W> Default for PendingTable<W> {
 
 impl<W: Clone> PendingTable<W> {
     /// Registers a request to `dst` and returns its id.
-    pub(crate) fn insert(&mut self, dst: PeerId, completion: Completion<W>) -> RequestId {
+    pub fn insert(&mut self, dst: PeerId, completion: Completion<W>) -> RequestId {
         let index = self.slots.vacant_key();
         if self.generations.len() <= index {
             self.generations.resize(index + 1, 0);
@@ -81,11 +81,7 @@ impl<W: Clone> PendingTable<W> {
     }
 
     /// Records the result of request `id`.
-    pub(crate) fn complete(
-        &mut self,
-        id: RequestId,
-        result: Result<Outcome, CallError>,
-    ) -> Completed<W> {
+    pub fn complete(&mut self, id: RequestId, result: Result<Outcome, CallError>) -> Completed<W> {
         let Some(slot) = self.slot_mut(id) else {
             return Completed::Stale;
         };
@@ -110,7 +106,7 @@ impl<W: Clone> PendingTable<W> {
     }
 
     /// Takes the result of request `id` if it has arrived, freeing the slot.
-    pub(crate) fn take(&mut self, id: RequestId) -> Option<Result<Outcome, CallError>> {
+    pub fn take(&mut self, id: RequestId) -> Option<Result<Outcome, CallError>> {
         let slot = self.slot_mut(id)?;
         if !matches!(slot.state, State::Done(_)) {
             return None;
@@ -122,30 +118,26 @@ impl<W: Clone> PendingTable<W> {
     }
 
     /// Whether the result of request `id` has arrived.
-    pub(crate) fn has_result(&self, id: RequestId) -> bool {
+    pub fn has_result(&self, id: RequestId) -> bool {
         self.slots
             .get(id.index as usize)
             .is_some_and(|s| s.generation == id.generation && matches!(s.state, State::Done(_)))
     }
 
     /// Forgets request `id`; a reply arriving later is discarded as stale.
-    pub(crate) fn abandon(&mut self, id: RequestId) {
+    pub fn abandon(&mut self, id: RequestId) {
         if self.slot_mut(id).is_some() {
             self.slots.remove(id.index as usize);
         }
     }
 
     /// Completes every request waiting on `dst` with the error `make()`.
-    pub(crate) fn fail_peer(
-        &mut self,
-        dst: PeerId,
-        make: impl Fn() -> CallError,
-    ) -> Vec<Completed<W>> {
+    pub fn fail_peer(&mut self, dst: PeerId, make: impl Fn() -> CallError) -> Vec<Completed<W>> {
         self.fail_where(|slot_dst| slot_dst == dst, make)
     }
 
     /// Completes every waiting request with the error `make()`.
-    pub(crate) fn fail_all(&mut self, make: impl Fn() -> CallError) -> Vec<Completed<W>> {
+    pub fn fail_all(&mut self, make: impl Fn() -> CallError) -> Vec<Completed<W>> {
         self.fail_where(|_| true, make)
     }
 
@@ -169,7 +161,7 @@ impl<W: Clone> PendingTable<W> {
     }
 
     /// Number of requests in flight or with an untaken result.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.slots.len()
     }
 }

@@ -6,7 +6,7 @@
 //! which read best side by side.
 
 use super::*;
-use cpy2py_wire::{HEADER_LEN, ObjectId, Op, Release, Value, encode_frame, peek_route};
+use cpy2py_wire::{ObjectId, Op, Release, Value, encode_frame};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -157,18 +157,10 @@ impl Star {
         else {
             return false;
         };
-        let (src, dst) = peek_route(&frame[HEADER_LEN..]).expect("routable frame");
         let node = &mut self.nodes[to];
-        let incoming = if to == 0 && dst != PeerId::MASTER {
-            Incoming::Forward { src, dst, frame }
-        } else {
-            let (envelope, _) = node
-                .decoder
-                .decode(&frame)
-                .expect("decodes")
-                .expect("whole");
-            Incoming::Local(envelope)
-        };
+        let incoming = Incoming::read(&frame, &node.decoder, PeerId(to as u32), to == 0)
+            .expect("decodes")
+            .expect("whole");
         let peer = PeerId(from as u32);
         if let Err(violation) = node.handle_frame(peer, incoming) {
             self.violations[to].push((peer, violation.clone()));
