@@ -2,8 +2,10 @@
 //! the peers' sockets, the poll, and sending frames. The rest of the IO shell
 //! is in files named for what they do: `reader.rs` (who reads a socket),
 //! `pool.rs` (the leader/follower pool around the poll), `serve.rs` (a twin's
-//! serving thread), `call.rs` (a calling thread's wait), `lifecycle.rs`
-//! (closing peers, stopping twins, shutdown).
+//! serving thread), `call.rs` (a calling thread's wait), `effects.rs` (carrying
+//! out the core's events and transmits), `spawn.rs` and `connect.rs` (starting a
+//! twin, and a twin connecting), `transport.rs` (what carries the bytes),
+//! `lifecycle.rs` (closing peers, stopping twins, shutdown).
 
 use crate::error::{CallError, KernelError};
 use crate::handler::Handler;

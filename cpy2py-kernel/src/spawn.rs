@@ -1,9 +1,9 @@
-//! Starting twins (master side), connecting to the master (twin side), and the
-//! Hello handshake both ways.
+//! Starting twins (the master's side) and the Hello handshake both ways; the
+//! twin's side is in `connect.rs`.
 
+use crate::connect::{ENV_FD, ENV_MASTER_NAME, ENV_STDERR_FD, ENV_TWIN_ID};
 use crate::error::KernelError;
-use crate::handler::Handler;
-use crate::kernel::{Kernel, KernelConfig, LocalInfo, Role};
+use crate::kernel::{Kernel, Role};
 use crate::lifecycle::reap;
 use crate::peer::{Peer, ReadBuf, lock};
 use crate::proto::{Incoming, check_hello, hello};
@@ -12,7 +12,7 @@ use crate::transport::{self, SocketTransport, Transport};
 use cpy2py_wire::{Envelope, FrameDecoder, Hello, Message, PeerId, encode_frame};
 use std::ffi::OsString;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -20,65 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// Environment variable naming the twin's end of the socketpair.
-pub const ENV_FD: &str = "CPY2PY_FD";
-/// Environment variable naming a copy of the master's stderr for the twin.
-pub const ENV_STDERR_FD: &str = "CPY2PY_STDERR_FD";
-/// Environment variable carrying the twin's id.
-pub const ENV_TWIN_ID: &str = "CPY2PY_TWIN_ID";
-/// Environment variable carrying the master's name (its twin id).
-pub const ENV_MASTER_NAME: &str = "CPY2PY_MASTER_NAME";
-
-/// Every variable a master sets for a twin it starts, in the order a twin reads them.
-pub const TWIN_ENV: [&str; 4] = [ENV_FD, ENV_STDERR_FD, ENV_TWIN_ID, ENV_MASTER_NAME];
-
-/// What a master hands the twin it starts, through the variables in [`TWIN_ENV`].
-///
-/// A twin should take these out of its environment before it runs user code, so
-/// programs it starts do not look like twins of our master; Python's
-/// `cpy2py.twin` does so. [`TwinEnv::read`] takes any lookup for that reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TwinEnv {
-    /// The twin's end of the socketpair ([`ENV_FD`]).
-    pub fd: RawFd,
-    /// A copy of the master's stderr to restore ([`ENV_STDERR_FD`]).
-    pub stderr_fd: Option<RawFd>,
-    /// The twin's id ([`ENV_TWIN_ID`]).
-    pub twin_id: Option<String>,
-    /// The master's name ([`ENV_MASTER_NAME`]).
-    pub master_name: Option<String>,
-}
-
-impl TwinEnv {
-    /// Reads the variables through `lookup` (e.g. one that removes each from the
-    /// environment it reads); only [`ENV_FD`] is required.
-    pub fn read(mut lookup: impl FnMut(&str) -> Option<String>) -> Result<TwinEnv, KernelError> {
-        let raw_fd = lookup(ENV_FD);
-        let stderr_fd = lookup(ENV_STDERR_FD).and_then(|v| v.parse().ok());
-        let twin_id = lookup(ENV_TWIN_ID);
-        let master_name = lookup(ENV_MASTER_NAME);
-        let raw_fd = raw_fd.ok_or_else(|| {
-            KernelError::NotATwin(format!(
-                "{ENV_FD} is not set: a twin is started by a master"
-            ))
-        })?;
-        let fd = raw_fd.parse().map_err(|_| {
-            KernelError::NotATwin(format!("{ENV_FD}={raw_fd:?} is not a file descriptor"))
-        })?;
-        Ok(TwinEnv {
-            fd,
-            stderr_fd,
-            twin_id,
-            master_name,
-        })
-    }
-
-    /// Reads this process's environment, leaving it as it is.
-    pub fn from_process() -> Result<TwinEnv, KernelError> {
-        TwinEnv::read(|name| std::env::var(name).ok())
-    }
-}
 
 /// How to start a twin.
 #[derive(Clone, Debug)]
@@ -156,7 +97,12 @@ fn spawner(kernel: &Kernel) -> io::Result<mpsc::Sender<SpawnJob>> {
     Ok(tx)
 }
 
-fn send_hello(transport: &dyn Transport, src: PeerId, dst: PeerId, hello: Hello) -> io::Result<()> {
+pub(crate) fn send_hello(
+    transport: &dyn Transport,
+    src: PeerId,
+    dst: PeerId,
+    hello: Hello,
+) -> io::Result<()> {
     let mut buf = Vec::new();
     let envelope = Envelope {
         src,
@@ -168,7 +114,7 @@ fn send_hello(transport: &dyn Transport, src: PeerId, dst: PeerId, hello: Hello)
 }
 
 /// Why reading the peer's Hello failed.
-enum HelloError {
+pub(crate) enum HelloError {
     Timeout,
     Closed,
     Exited(String),
@@ -177,7 +123,7 @@ enum HelloError {
 
 /// Reads one Hello from a non-blocking stream, giving up at `deadline` or
 /// when `exited` reports the process gone.
-fn read_hello(
+pub(crate) fn read_hello(
     transport: &dyn Transport,
     buf: &mut ReadBuf,
     decoder: &FrameDecoder,
@@ -507,113 +453,5 @@ impl Kernel {
         }
         self.insert_peer(peer)?;
         Ok(info)
-    }
-
-    /// Twin: connects to the master over the socket `env` names and completes
-    /// the handshake. Call [`Kernel::serve`] next.
-    pub fn connect_twin(
-        env: TwinEnv,
-        mut local: LocalInfo,
-        config: KernelConfig,
-        handler: Arc<dyn Handler>,
-    ) -> Result<Kernel, KernelError> {
-        let fd = env.fd;
-        if !sys::is_open(fd) {
-            return Err(KernelError::NotATwin(format!(
-                "{ENV_FD}={fd} is not an open file"
-            )));
-        }
-        // SAFETY: the fd was inherited from the master for us alone and is open
-        // (checked above); nothing else in this process owns it.
-        let stream = unsafe { UnixStream::from_raw_fd(fd) };
-        let io_err = |context| move |source| KernelError::Io { context, source };
-        // Inherited without FD_CLOEXEC (to survive our exec): a program this
-        // twin runs must not inherit it, or the master would see no end of
-        // stream when this twin dies while that program lives on.
-        sys::set_cloexec(stream.as_fd()).map_err(io_err("configuring the socket"))?;
-        // Restore the master's stderr now that we know we can connect.
-        if let Some(err_fd) = env.stderr_fd {
-            if err_fd > 2 && sys::is_open(err_fd) {
-                // SAFETY: the master passed this open fd (checked above) to
-                // this process alone, to restore stderr from; nothing else here
-                // owns it, and it is closed once copied.
-                let inherited = unsafe { OwnedFd::from_raw_fd(err_fd) };
-                sys::dup2_stderr(inherited.as_fd()).map_err(io_err("restoring stderr"))?;
-            }
-        }
-        if let Some(id) = env.twin_id {
-            local.name = id;
-        }
-        Kernel::connect_stream(stream, local, config, handler)
-    }
-
-    /// Twin: completes the handshake with a master over `stream` (the other end
-    /// of [`Kernel::attach`], or of the socket a master passed to this process).
-    pub fn connect_stream(
-        stream: UnixStream,
-        local: LocalInfo,
-        config: KernelConfig,
-        handler: Arc<dyn Handler>,
-    ) -> Result<Kernel, KernelError> {
-        let transport = SocketTransport::new(stream).map_err(|source| KernelError::Io {
-            context: "configuring the socket",
-            source,
-        })?;
-        Kernel::connect_transport(Box::new(transport), local, config, handler)
-    }
-
-    /// Twin: completes the handshake with a master over any [`Transport`] (the
-    /// other end of [`Kernel::attach_transport`]).
-    pub fn connect_transport(
-        transport: Box<dyn Transport>,
-        local: LocalInfo,
-        config: KernelConfig,
-        handler: Arc<dyn Handler>,
-    ) -> Result<Kernel, KernelError> {
-        let io_err = |context| move |source| KernelError::Io { context, source };
-        let decoder = FrameDecoder::new(config.max_frame);
-        let mut buf = ReadBuf::new();
-        let deadline = Instant::now() + config.handshake_timeout;
-        let envelope = read_hello(
-            &*transport,
-            &mut buf,
-            &decoder,
-            PeerId(u32::MAX),
-            deadline,
-            || None,
-        )
-        .map_err(|e| KernelError::Handshake {
-            peer: "master".into(),
-            reason: match e {
-                HelloError::Timeout => "no Hello from the master in time".into(),
-                HelloError::Closed => "the master closed the connection".into(),
-                HelloError::Exited(s) | HelloError::Bad(s) => s,
-            },
-        })?;
-        let master_hello =
-            check_hello(envelope, None, None).map_err(|reason| KernelError::Handshake {
-                peer: "master".into(),
-                reason: reason.to_string(),
-            })?;
-        let me = master_hello.peer;
-        let kernel = Kernel::build(
-            me,
-            Role::Twin,
-            local,
-            master_hello.twin_id.clone(),
-            config,
-            handler,
-        )?;
-        send_hello(
-            &*transport,
-            me,
-            PeerId::MASTER,
-            hello(&kernel.shared.local, me, sys::getpid()),
-        )
-        .map_err(io_err("sending the handshake"))?;
-        let master = Arc::new(Peer::new(PeerId::MASTER, master_hello, transport, buf));
-        kernel.insert_peer(master)?;
-        tracing::debug!(twin = %kernel.name(), peer = me.0, "connected to the master");
-        Ok(kernel)
     }
 }

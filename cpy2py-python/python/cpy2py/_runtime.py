@@ -1,7 +1,9 @@
 """Python policy the Rust core calls: names, pickling, exceptions, ``__main__``.
 
 Private. ``cpy2py._native`` calls these functions (the signatures are its contract);
-the rest of the package uses the helpers at the bottom.
+the rest of the package uses the helpers at the bottom. Longer than 600 lines on
+purpose: the one module the Rust glue calls back into, so that its contract is in
+one place, in sections (names, pickling, objects, exceptions, ``__main__``).
 
 Names. Functions and classes travel by reference, as ``(module, qualname)``
 (:func:`global_name` on the sending side, :func:`resolve` on the receiving side).

@@ -1,5 +1,8 @@
 """TwinObjects: objects that live in one interpreter and are proxied everywhere else.
 
+(Longer than 600 lines on purpose: the user's reference below, then the class, its
+metaclass and the proxy classes built from it, which share their helpers.)
+
 ::
 
     from cpy2py import TwinObject, localmethod

@@ -4,6 +4,9 @@
 //! Rows are [`Row`]s: `group` (`floor`, `ours`, `peer`, `wire`), `subject`, `twin`
 //! (the interpreter on the far side), `pinned`, `metric`, and either figures
 //! (`median_us`, `p99_us`, `mb_s`, `calls_per_s`, ...), an `error` or an `na` reason.
+//!
+//! Longer than 600 lines with its tests: the report's tables and the targets
+//! computed from the same rows read best side by side.
 
 use std::fmt::Write as _;
 
