@@ -39,6 +39,10 @@ pub(crate) struct Encoder<'k> {
     pub retains: RefCell<Retains>,
     /// Set when a container nests too deeply (or holds itself).
     too_deep: Cell<bool>,
+    /// An object that travels by reference wherever it appears: the target of
+    /// the request whose reply this encodes (a method of it, or the object
+    /// itself from `__iadd__`, must stay bound to the native object).
+    pub referenced: Option<Py<PyAny>>,
 }
 
 impl<'k> Encoder<'k> {
@@ -50,6 +54,7 @@ impl<'k> Encoder<'k> {
             dst,
             retains: RefCell::new(Retains::default()),
             too_deep: Cell::new(false),
+            referenced: None,
         }
     }
 
@@ -133,7 +138,8 @@ impl<'k> Encoder<'k> {
             || ty.is(py.get_type::<PySet>())
             || ty.is(py.get_type::<PyFrozenSet>());
         if !container {
-            if objects::is_twin_object(py, obj)? {
+            let referenced = self.referenced.as_ref().is_some_and(|r| r.is(obj));
+            if referenced || crate::runtime::type_info(obj)?.by_ref {
                 let r =
                     objects::to_ref(self.kernel, obj, self.dst, &mut self.retains.borrow_mut())?;
                 return Ok(Value::Ref(r));
@@ -204,10 +210,25 @@ impl<'k> Encoder<'k> {
     }
 
     /// Pickles `obj`. `_runtime.dumps` returns the bytes, or the bytes and the
-    /// TwinObjects it met (as persistent ids, by position), which travel as
-    /// references beside the bytes.
+    /// objects it met that go by reference (by position), which travel as
+    /// references beside the bytes. An object that cannot be pickled goes by
+    /// reference instead, unless a copy was asked for (`by_value`): then the
+    /// error says why there is none.
     fn pickle(&self, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-        self.pickle_as(obj, false)
+        let py = obj.py();
+        match self.pickle_as(obj, false) {
+            Err(e) if self.protocol != 0 => {
+                let rt = runtime(py)?;
+                let unpicklable = rt.errors.bind(py).getattr("UnpicklableError")?;
+                if !e.is_instance(py, &unpicklable) || obj.is_instance(rt.by_value.bind(py))? {
+                    return Err(e);
+                }
+                let r =
+                    objects::to_ref(self.kernel, obj, self.dst, &mut self.retains.borrow_mut())?;
+                Ok(Value::Ref(r))
+            }
+            result => result,
+        }
     }
 
     /// Pickles `obj`, without the pickle's memo if `flat` (see `_runtime.dumps`).
@@ -220,10 +241,9 @@ impl<'k> Encoder<'k> {
             return Ok(Value::Ref(r));
         }
         let dumps = runtime(py)?.dumps.bind(py);
-        let dumped = if flat {
-            dumps.call1((obj, self.protocol, true))?
-        } else {
-            dumps.call1((obj, self.protocol))?
+        let dumped = match &self.referenced {
+            None => dumps.call1((obj, self.protocol, flat, self.dst.0))?,
+            Some(r) => dumps.call1((obj, self.protocol, flat, self.dst.0, r))?,
         };
         let (data, found) = match dumped.downcast::<PyTuple>() {
             Ok(pair) => (pair.get_item(0)?, Some(pair.get_item(1)?)),

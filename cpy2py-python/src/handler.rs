@@ -44,6 +44,9 @@ impl PyHandler {
                 func.call(args_of(args)?, kwargs_of(kwargs)?.as_ref())
             }
         };
+        // The object a GetAttr or CallMethod works on stays referenced in the
+        // reply: `proxy.append` is a method of the native list, not of a copy.
+        let mut target_of_op: Option<Bound<'py, PyAny>> = None;
         let result = match op {
             Op::CallGlobal {
                 module,
@@ -65,9 +68,12 @@ impl PyHandler {
                 args,
                 kwargs,
             )?,
-            Op::GetAttr { target, name } => to_python(py, target, &twin)?
-                .into_bound(py)
-                .getattr(attr_name(py, name))?,
+            Op::GetAttr { target, name } => {
+                let target = to_python(py, target, &twin)?.into_bound(py);
+                let value = target.getattr(attr_name(py, name))?;
+                target_of_op = Some(target);
+                value
+            }
             Op::SetAttr {
                 target,
                 name,
@@ -90,10 +96,13 @@ impl PyHandler {
                 kwargs,
             } => {
                 let target = objects::from_ref(py, ctx.kernel, target)?.into_bound(py);
-                call(&target.getattr(attr_name(py, name))?, args, kwargs)?
+                let value = call(&target.getattr(attr_name(py, name))?, args, kwargs)?;
+                target_of_op = Some(target);
+                value
             }
         };
-        let encoder = Encoder::new(ctx.kernel, ctx.src);
+        let mut encoder = Encoder::new(ctx.kernel, ctx.src);
+        encoder.referenced = target_of_op.map(Bound::unbind);
         let value = encoder.value(&result)?;
         // The reply leaves after this returns: retains go first.
         encoder.send_retains();

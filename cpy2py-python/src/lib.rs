@@ -211,8 +211,10 @@ fn call(
         let args = encoder.values(args.iter())?;
         let kwargs = encoder.kwargs(kwargs)?;
         Ok(match name {
+            // By value (or a proxy's reference): a function that went by
+            // reference would run here, not in the twin.
             None => Op::CallValue {
-                callable: encoder.value(func)?,
+                callable: encoder.value(&runtime(py)?.by_value.bind(py).call1((func,))?)?,
                 args,
                 kwargs,
             },
@@ -573,6 +575,10 @@ mod _native {
         m.add(
             "TWIN_ENV",
             pyo3::types::PyTuple::new(m.py(), cpy2py_kernel::TWIN_ENV)?,
+        )?;
+        m.add(
+            "SPECIAL_METHODS",
+            pyo3::types::PyTuple::new(m.py(), cpy2py_wire::SPECIAL_METHODS)?,
         )?;
         Ok(())
     }

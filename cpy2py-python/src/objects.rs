@@ -12,7 +12,7 @@ use cpy2py_kernel::Kernel;
 use cpy2py_proxy::{
     Due, ExportTable, ImportTable, Received, ReleaseQueue, RetainBatch, Transfer, WeakProxy,
 };
-use cpy2py_wire::{ObjectId, ObjectRef, PeerId, Release, Retain};
+use cpy2py_wire::{ObjectId, ObjectRef, PeerId, RefKind, Release, Retain};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::collections::HashMap;
@@ -34,12 +34,15 @@ impl WeakProxy for PyWeak {
     }
 }
 
+/// How a proxied object is described when passed on: its class and kind.
+type Described = (Option<(String, String)>, RefKind);
+
 #[derive(Default)]
 struct Tables {
     exports: Mutex<ExportTable<Py<PyAny>, usize>>,
     imports: Mutex<ImportTable<PyWeak>>,
-    /// Class of each proxied object, to name it when passing it on.
-    classes: Mutex<HashMap<(PeerId, ObjectId), (String, String)>>,
+    /// Class and kind of each proxied object, to describe it when passing it on.
+    classes: Mutex<HashMap<(PeerId, ObjectId), Described>>,
     /// Dropped references to send, by `cpy2py-proxy`'s one policy.
     releases: Mutex<ReleaseQueue>,
     /// Whether `releases` may hold something (checked on every call).
@@ -77,13 +80,9 @@ impl Retains {
     }
 }
 
-/// Whether `obj` is a `TwinObject` (native or proxy).
-pub(crate) fn is_twin_object(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-    obj.is_instance(runtime(py)?.twin_object.bind(py))
-}
-
-/// The reference that sends `obj` (a `TwinObject`) to `dst`, counting it in
-/// the tables and noting any retain it needs in `retains`.
+/// The reference that sends `obj` to `dst` (a `TwinObject`, a proxy, or any
+/// other object, which then gets a generic proxy there), counting it in the
+/// tables and noting any retain it needs in `retains`.
 pub(crate) fn to_ref(
     kernel: &Kernel,
     obj: &Bound<'_, PyAny>,
@@ -110,16 +109,24 @@ pub(crate) fn to_ref(
             other => other,
         };
         retains.0.add(transfer);
-        let class = locked(&t.classes).get(&(owner, id)).cloned();
-        return Ok(ObjectRef { owner, id, class });
+        let (class, kind) = locked(&t.classes)
+            .get(&(owner, id))
+            .cloned()
+            .unwrap_or((None, RefKind::Twin));
+        return Ok(ObjectRef {
+            owner,
+            id,
+            class,
+            kind,
+        });
     }
-    let class = info.class.clone();
     let key = obj.as_ptr() as usize;
     let id = locked(&tables().exports).export(key, || obj.clone().unbind(), dst);
     Ok(ObjectRef {
         owner: kernel.me(),
         id,
-        class,
+        class: info.class.clone(),
+        kind: info.kind,
     })
 }
 
@@ -150,21 +157,29 @@ pub(crate) fn from_ref(py: Python<'_>, kernel: &Kernel, r: ObjectRef) -> PyResul
         return Ok(proxy);
     }
     let made = (|| -> PyResult<(Py<PyAny>, Py<PyAny>)> {
-        let Some((module, qualname)) = r.class.clone() else {
-            return Err(crate::errors::error(
-                py,
-                "CPy2PyException",
-                &format!(
-                    "received object {} of {} without its class",
-                    r.id.0, r.owner
-                ),
-            ));
-        };
         let rt = runtime(py)?;
-        let proxy = rt
-            .make_proxy
-            .bind(py)
-            .call1((module, qualname, r.owner.0, r.id.0))?;
+        let proxy = match (r.kind, r.class.clone()) {
+            (RefKind::Generic { methods, hashable }, class) => {
+                let (module, qualname) = class.unwrap_or_default();
+                rt.make_remote
+                    .bind(py)
+                    .call1((module, qualname, methods, hashable, r.owner.0, r.id.0))?
+            }
+            (RefKind::Twin, Some((module, qualname))) => rt
+                .make_proxy
+                .bind(py)
+                .call1((module, qualname, r.owner.0, r.id.0))?,
+            (RefKind::Twin, None) => {
+                return Err(crate::errors::error(
+                    py,
+                    "CPy2PyException",
+                    &format!(
+                        "received object {} of {} without its class",
+                        r.id.0, r.owner
+                    ),
+                ));
+            }
+        };
         let callback = rt
             .partial
             .bind(py)
@@ -174,9 +189,7 @@ pub(crate) fn from_ref(py: Python<'_>, kernel: &Kernel, r: ObjectRef) -> PyResul
     })();
     match made {
         Ok((proxy, weak)) => {
-            if let Some(class) = r.class {
-                locked(&t.classes).insert((r.owner, r.id), class);
-            }
+            locked(&t.classes).insert((r.owner, r.id), (r.class, r.kind));
             let existing = locked(&t.imports).insert(r.owner, r.id, PyWeak(weak));
             Ok(existing.unwrap_or(proxy))
         }
@@ -311,12 +324,14 @@ pub(crate) fn proxy_target(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<O
     }
     let t: Bound<'_, PyTuple> = r.downcast_into()?;
     let (owner, id): (u32, u64) = t.extract()?;
-    let class = locked(&tables().classes)
+    let (class, kind) = locked(&tables().classes)
         .get(&(PeerId(owner), ObjectId(id)))
-        .cloned();
+        .cloned()
+        .unwrap_or((None, RefKind::Twin));
     Ok(ObjectRef {
         owner: PeerId(owner),
         id: ObjectId(id),
         class,
+        kind,
     })
 }

@@ -1,6 +1,7 @@
 //! Handles to the Python functions of `cpy2py._runtime`, which hold the policy
 //! the Rust glue defers to: naming globals, pickling, describing exceptions.
 
+use cpy2py_wire::RefKind;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyType};
 use std::collections::HashMap;
@@ -20,6 +21,11 @@ pub(crate) struct Runtime {
     /// `_runtime.proxy_ref` and `make_proxy`.
     pub proxy_ref: Py<PyAny>,
     pub make_proxy: Py<PyAny>,
+    /// `_remote.make_remote` and `describe_type`, for generic references.
+    pub make_remote: Py<PyAny>,
+    pub describe_type: Py<PyAny>,
+    /// `_remote.ByValue`: a value that must not fall back to a reference.
+    pub by_value: Py<PyAny>,
     /// `cpy2py.twinobject.TwinObject`.
     pub twin_object: Py<PyAny>,
     pub proxy_dropped: Py<PyAny>,
@@ -41,6 +47,7 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
         return Ok(rt);
     }
     let module = py.import("cpy2py._runtime")?;
+    let remote = py.import("cpy2py._remote")?;
     let get = |name: &str| -> PyResult<Py<PyAny>> { Ok(module.getattr(name)?.unbind()) };
     let pypy = py
         .import("sys")?
@@ -59,6 +66,9 @@ pub(crate) fn runtime(py: Python<'_>) -> PyResult<&'static Runtime> {
         peer_gone: get("peer_gone")?,
         proxy_ref: get("proxy_ref")?,
         make_proxy: get("make_proxy")?,
+        make_remote: remote.getattr("make_remote")?.unbind(),
+        describe_type: remote.getattr("describe_type")?.unbind(),
+        by_value: remote.getattr("ByValue")?.unbind(),
         // Every hook is required: a failed import fails this call loudly (and
         // the next one tries again) instead of switching TwinObjects off.
         twin_object: py
@@ -180,8 +190,13 @@ pub(crate) fn attr_name(py: Python<'_>, name: String) -> Bound<'_, PyString> {
 pub(crate) struct TypeInfo {
     /// Whether the type is a proxy class (`_runtime.proxy_ref` answers for it).
     pub proxy: bool,
-    /// `_runtime.global_name` of the type, for native ones.
+    /// The type's name for native ones: `_runtime.global_name` for a TwinObject
+    /// class, its module and qualified name for any other.
     pub class: Option<(String, String)>,
+    /// The proxy its instances get elsewhere (for native types).
+    pub kind: RefKind,
+    /// Whether its instances always travel by reference: proxies and TwinObjects.
+    pub by_ref: bool,
 }
 
 /// [`TypeInfo`] by type address; the entry keeps the type alive, so that the
@@ -200,12 +215,25 @@ pub(crate) fn type_info(obj: &Bound<'_, PyAny>) -> PyResult<std::sync::Arc<TypeI
     }
     let rt = runtime(py)?;
     let proxy = !rt.proxy_ref.bind(py).call1((obj,))?.is_none();
-    let class = if proxy {
-        None
+    let (class, kind) = if proxy {
+        (None, RefKind::Twin)
+    } else if ty.is_subclass(rt.twin_object.bind(py))? {
+        (global_name(ty.as_any())?, RefKind::Twin)
     } else {
-        global_name(ty.as_any())?
+        let (methods, hashable, module, qualname): (u64, bool, String, String) =
+            rt.describe_type.bind(py).call1((&ty,))?.extract()?;
+        (
+            Some((module, qualname)),
+            RefKind::Generic { methods, hashable },
+        )
     };
-    let info = std::sync::Arc::new(TypeInfo { proxy, class });
+    let by_ref = proxy || kind == RefKind::Twin;
+    let info = std::sync::Arc::new(TypeInfo {
+        proxy,
+        class,
+        kind,
+        by_ref,
+    });
     TYPES.insert(key, (ty.unbind(), info.clone()));
     Ok(info)
 }

@@ -80,6 +80,7 @@ fn object_ref() -> ObjectRef {
         owner: PeerId(1),
         id: ObjectId(42),
         class: Some(("__main__".into(), "Bench".into())),
+        kind: cpy2py_wire::RefKind::Twin,
     }
 }
 

@@ -48,8 +48,8 @@ pub use crate::message::{
     Envelope, Failure, Hello, Kwargs, Message, Op, Outcome, Release, RemoteError, Reply, Request,
     Retain,
 };
-pub use crate::value::{ObjectRef, Value};
+pub use crate::value::{ObjectRef, RefKind, SPECIAL_METHODS, Value};
 
 /// Version of the protocol spoken by this crate; peers with another version are
 /// refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;

@@ -15,7 +15,90 @@ pub struct ObjectRef {
     /// Module and qualified name of the object's class, when it has one that can
     /// be named.
     pub class: Option<(String, String)>,
+    /// What kind of proxy stands for it elsewhere.
+    pub kind: RefKind,
 }
+
+/// What kind of proxy the receiver of a reference makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefKind {
+    /// An instance of a class made to be proxied (Python: a `TwinObject`): its
+    /// proxy is built from its class, which the receiver imports.
+    #[default]
+    Twin,
+    /// Any other object, sent by reference because it cannot or must not go by
+    /// value: a generic proxy that forwards attribute access, calls, and the
+    /// special methods the object's type has, without importing its class.
+    Generic {
+        /// The type's special methods: bit `i` stands for [`SPECIAL_METHODS`]`[i]`.
+        methods: u64,
+        /// Whether the type is hashable (`__hash__` is not `None`).
+        hashable: bool,
+    },
+}
+
+/// The special methods a generic proxy can forward, by bit of
+/// [`RefKind::Generic::methods`]. New names go at the end (at most 64).
+pub const SPECIAL_METHODS: [&str; 58] = [
+    "__len__",
+    "__iter__",
+    "__next__",
+    "__reversed__",
+    "__contains__",
+    "__getitem__",
+    "__setitem__",
+    "__delitem__",
+    "__call__",
+    "__enter__",
+    "__exit__",
+    "__bool__",
+    "__hash__",
+    "__eq__",
+    "__ne__",
+    "__lt__",
+    "__le__",
+    "__gt__",
+    "__ge__",
+    "__add__",
+    "__sub__",
+    "__mul__",
+    "__matmul__",
+    "__truediv__",
+    "__floordiv__",
+    "__mod__",
+    "__divmod__",
+    "__pow__",
+    "__lshift__",
+    "__rshift__",
+    "__and__",
+    "__xor__",
+    "__or__",
+    "__radd__",
+    "__rsub__",
+    "__rmul__",
+    "__rmatmul__",
+    "__rtruediv__",
+    "__rfloordiv__",
+    "__rmod__",
+    "__rpow__",
+    "__rand__",
+    "__rxor__",
+    "__ror__",
+    "__iadd__",
+    "__isub__",
+    "__imul__",
+    "__itruediv__",
+    "__neg__",
+    "__pos__",
+    "__abs__",
+    "__invert__",
+    "__int__",
+    "__float__",
+    "__index__",
+    "__complex__",
+    "__round__",
+    "__length_hint__",
+];
 
 /// A payload: arguments, results and attribute values.
 ///

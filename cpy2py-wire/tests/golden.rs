@@ -1,9 +1,9 @@
 //! Golden bytes: the exact encoding of every message kind, every [`Op`] and
 //! every [`Value`] variant, written out by hand from postcard's format.
 //!
-//! These vectors document the wire format of protocol version 3 (version 2
-//! lacked `Outcome::Failed`, version 1 also `Value::IntList` and
-//! `Value::FloatList`). Any change to
+//! These vectors document the wire format of protocol version 4 (version 3
+//! lacked `ObjectRef::kind`, version 2 also `Outcome::Failed`, version 1 also
+//! `Value::IntList` and `Value::FloatList`). Any change to
 //! the types that alters a byte breaks a test here; such a change must raise
 //! [`PROTOCOL_VERSION`] and update the vectors.
 //!
@@ -24,7 +24,7 @@ mod common;
 use common::{VALUE_PREFIX, decode_exactly, frame, hex, value_envelope, value_frame};
 use cpy2py_wire::{
     Bytes, ChainId, Envelope, Failure, Hello, Message, ObjectId, ObjectRef, Op, Outcome,
-    PROTOCOL_VERSION, PeerId, Release, RemoteError, Reply, Request, RequestId, Value,
+    PROTOCOL_VERSION, PeerId, RefKind, Release, RemoteError, Reply, Request, RequestId, Value,
 };
 
 /// Checks that `envelope` encodes to exactly the concatenation of `parts`
@@ -66,7 +66,7 @@ fn assert_value(value: Value, parts: &[&[u8]]) {
 
 #[test]
 fn protocol_version_matches_these_vectors() {
-    assert_eq!(PROTOCOL_VERSION, 3);
+    assert_eq!(PROTOCOL_VERSION, 4);
 }
 
 // ---------------------------------------------------------------------------
@@ -239,13 +239,14 @@ fn request_call_method() {
                 owner: PeerId::MASTER,
                 id: ObjectId(5),
                 class: Some(("app".into(), "Counter".into())),
+                kind: RefKind::Twin,
             },
             name: "add".into(),
             args: vec![Value::Int(1)],
             kwargs: vec![],
         }),
         &[
-            &[32, 0, 0, 0],
+            &[33, 0, 0, 0],
             REQUEST_PREFIX,
             &[2],    // Op::CallMethod
             &[0, 5], // ObjectRef: owner, id
@@ -253,6 +254,7 @@ fn request_call_method() {
             b"app",
             &[7], // qualname
             b"Counter",
+            &[0], // kind: RefKind::Twin
             &[3], // name
             b"add",
             &[1, 2, 2], // args: [Value::Int(1)]
@@ -261,14 +263,15 @@ fn request_call_method() {
     );
 }
 
-/// `Value::Ref(ObjectRef { owner: PeerId(0), id: ObjectId(5), class: None })`.
-const REF_5: &[u8] = &[13, 0, 5, 0];
+/// `Value::Ref(ObjectRef { owner: PeerId(0), id: ObjectId(5), class: None, kind: Twin })`.
+const REF_5: &[u8] = &[13, 0, 5, 0, 0];
 
 fn ref_5() -> Value {
     Value::Ref(ObjectRef {
         owner: PeerId::MASTER,
         id: ObjectId(5),
         class: None,
+        kind: RefKind::Twin,
     })
 }
 
@@ -279,7 +282,7 @@ fn request_get_attr() {
             target: ref_5(),
             name: "x".into(),
         }),
-        &[&[15, 0, 0, 0], REQUEST_PREFIX, &[3], REF_5, &[1], b"x"],
+        &[&[16, 0, 0, 0], REQUEST_PREFIX, &[3], REF_5, &[1], b"x"],
     );
 }
 
@@ -292,7 +295,7 @@ fn request_set_attr() {
             value: Value::Float(1.5),
         }),
         &[
-            &[24, 0, 0, 0],
+            &[25, 0, 0, 0],
             REQUEST_PREFIX,
             &[4], // Op::SetAttr
             REF_5,
@@ -310,7 +313,7 @@ fn request_del_attr() {
             target: ref_5(),
             name: "x".into(),
         }),
-        &[&[15, 0, 0, 0], REQUEST_PREFIX, &[5], REF_5, &[1], b"x"],
+        &[&[16, 0, 0, 0], REQUEST_PREFIX, &[5], REF_5, &[1], b"x"],
     );
 }
 
@@ -609,6 +612,7 @@ fn value_ref() {
             owner: PeerId(2),
             id: ObjectId(200),
             class: Some(("app".into(), "Counter".into())),
+            kind: RefKind::Twin,
         }),
         &[
             &[13],         // Value::Ref
@@ -618,6 +622,7 @@ fn value_ref() {
             b"app",
             &[7],
             b"Counter",
+            &[0], // kind: RefKind::Twin
         ],
     );
     assert_value(
@@ -625,8 +630,32 @@ fn value_ref() {
             owner: PeerId(1),
             id: ObjectId(7),
             class: None,
+            kind: RefKind::Twin,
         }),
-        &[&[13, 1, 7, 0]],
+        &[&[13, 1, 7, 0, 0]],
+    );
+    // A generic reference: methods bits 0, 1, 2 (__len__, __iter__, __next__)
+    // and bit 12 (__hash__) = 0x1007, varint 0x87 0x20; hashable: true.
+    assert_value(
+        Value::Ref(ObjectRef {
+            owner: PeerId(1),
+            id: ObjectId(7),
+            class: Some(("builtins".into(), "generator".into())),
+            kind: RefKind::Generic {
+                methods: 0x1007,
+                hashable: true,
+            },
+        }),
+        &[
+            &[13, 1, 7],
+            &[1, 8], // class: Some, module
+            b"builtins",
+            &[9],
+            b"generator",
+            &[1],          // RefKind::Generic
+            &[0x87, 0x20], // methods
+            &[1],          // hashable
+        ],
     );
 }
 
@@ -639,13 +668,14 @@ fn value_pickle() {
                 owner: PeerId(1),
                 id: ObjectId(9),
                 class: None,
+                kind: RefKind::Twin,
             }],
         },
         &[
             &[14],                  // Value::Pickle
             &[3, 0x80, 0x05, b'.'], // data
             &[1],                   // refs: 1
-            &[1, 9, 0],             // owner, id, class None
+            &[1, 9, 0, 0],          // owner, id, class None, kind Twin
         ],
     );
 }

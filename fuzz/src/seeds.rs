@@ -381,6 +381,7 @@ fn object(owner: PeerId, id: u64) -> ObjectRef {
         owner,
         id: ObjectId(id),
         class: Some(("__main__".into(), "SuperComputer".into())),
+        kind: cpy2py_wire::RefKind::Twin,
     }
 }
 

@@ -3,7 +3,7 @@
 import pytest
 
 import twinhelpers
-from cpy2py import errors
+from cpy2py import RemoteObject, errors
 
 
 def test_exception_keeps_type_and_message_with_the_remote_traceback(twin):
@@ -51,13 +51,17 @@ def test_chained_remote_exception_shows_its_cause(twin):
     assert "RuntimeError: outer x" in text
 
 
+def test_an_exception_holding_an_object_that_does_not_pickle_arrives_as_itself(twin):
+    with pytest.raises(twinhelpers.LockedError, match="locked up") as info:
+        twin.execute(twinhelpers.raise_locked, "locked up")
+    assert isinstance(info.value.lock, RemoteObject)  # its lock stays in the twin
+    assert "raise_locked" in str(info.value.__cause__)
+
+
 @pytest.mark.parametrize(
     "raiser, args, type_name, message",
-    [
-        (twinhelpers.raise_bad_init, ("a", "b"), "twinhelpers.BadInitError", "a-b"),
-        (twinhelpers.raise_locked, ("locked up",), "twinhelpers.LockedError", "locked up"),
-    ],
-    ids=["does-not-unpickle", "does-not-pickle"],
+    [(twinhelpers.raise_bad_init, ("a", "b"), "twinhelpers.BadInitError", "a-b")],
+    ids=["does-not-unpickle"],
 )
 def test_unpicklable_exception_degrades_to_remote_exception(twin, raiser, args, type_name, message):
     with pytest.raises(errors.RemoteException) as info:

@@ -26,6 +26,9 @@ const TEST_DEPS_IMPORT: &str = "import pytest, pytest_timeout";
 const MATURIN: &str = "maturin>=1.5,<2";
 /// mypy (`--strict` and `stubtest` of `cpy2py._native`), CPython virtualenv only.
 const MYPY: &str = "mypy>=1.10,<3";
+/// numpy, CPython virtualenv only: the tests send arrays to a PyPy interpreter
+/// that cannot import numpy (by reference) and between two CPython ones.
+const NUMPY: &str = "numpy>=1.24";
 
 /// A kind of Python interpreter we build for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -153,7 +156,7 @@ fn ensure_venv(root: &Path, flavour: Flavour) -> Result<PathBuf> {
     let installed = succeeds(Command::new(&python).args(["-c", TEST_DEPS_IMPORT]))
         && (flavour != Flavour::CPython
             || (succeeds(Command::new(&maturin).arg("--version"))
-                && succeeds(Command::new(&python).args(["-c", "import mypy.stubtest"]))));
+                && succeeds(Command::new(&python).args(["-c", "import mypy.stubtest, numpy"]))));
     if !installed {
         let mut pip = Command::new(&python);
         pip.args([
@@ -165,7 +168,7 @@ fn ensure_venv(root: &Path, flavour: Flavour) -> Result<PathBuf> {
         ])
         .args(TEST_DEPS);
         if flavour == Flavour::CPython {
-            pip.args([MATURIN, MYPY]);
+            pip.args([MATURIN, MYPY, NUMPY]);
         }
         run(&mut pip)?;
     }

@@ -64,6 +64,7 @@ from .errors import (  # noqa: E402
     TwinterpreterUnavailable,
     UnpicklableError,
 )
+from ._remote import RemoteObject, always_by_ref, by_ref, by_value  # noqa: E402
 from .function import twinfunction  # noqa: E402
 from .master import TwinMaster  # noqa: E402
 from .twinobject import TwinObject, localmethod  # noqa: E402
@@ -73,6 +74,10 @@ __all__ = [
     "TwinObject",
     "twinfunction",
     "localmethod",
+    "by_ref",
+    "by_value",
+    "always_by_ref",
+    "RemoteObject",
     "kernel_state",
     "errors",
     "CPy2PyException",

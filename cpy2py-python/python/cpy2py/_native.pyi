@@ -18,6 +18,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "MASTER_PEER",
     "TWIN_ENV",
+    "SPECIAL_METHODS",
     "init_master",
     "is_initialized",
     "spawn",
@@ -52,6 +53,9 @@ MASTER_PEER: int
 
 TWIN_ENV: Tuple[str, ...]
 """The environment variables a master sets for the twin it starts (fd, ids)."""
+
+SPECIAL_METHODS: Tuple[str, ...]
+"""The special methods a generic proxy can forward, by bit of a reference's mask."""
 
 def log_level() -> Optional[str]:
     """The Python logging level name ``CPY2PY_DEBUG`` asks for (``"DEBUG"`` for a

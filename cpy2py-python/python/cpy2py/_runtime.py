@@ -45,7 +45,7 @@ import traceback
 import types
 from typing import Any, Dict, List, Optional, Tuple, cast
 
-from . import _registry, _routing, errors, kernel_state
+from . import _registry, _remote, _routing, errors, kernel_state
 
 __all__ = [
     "MAIN_ALIAS",
@@ -214,31 +214,65 @@ def _method_reference(position: int, name: str) -> object:
     raise pickle.UnpicklingError("the pickle refers to objects passed by reference, and none came with it")
 
 
+#: Types of bound methods, which go as ``_method_reference`` when their object
+#: goes by reference.
+_METHOD_TYPES = frozenset(
+    {types.MethodType, types.BuiltinMethodType, types.MethodWrapperType, _remote.RemoteMethod}
+)
+_MISSING = object()
+_VERDICTS = _remote.VERDICTS
+
+
 class _Pickler(pickle.Pickler):
     """Pickler of values crossing to another interpreter.
 
-    TwinObjects (native ones and proxies) are not pickled: :meth:`reducer_override`
+    Objects that go by reference are not pickled: :meth:`reducer_override`
     replaces each with its position in :attr:`references` (``_reference(position)``
-    in the pickle), and they travel by reference beside the pickle. (A reducer
-    override rather than ``persistent_id``: the C pickler calls it only for objects
-    of types without a fast path, so ints, strs, lists and dicts cost nothing.)
+    in the pickle), and they travel by reference beside the pickle. Those are
+    TwinObjects and proxies, and whatever :mod:`cpy2py._remote` says cannot or must
+    not go by value to :attr:`dst` (generators, locks, files, ``by_ref(...)``,
+    objects of classes ``dst`` cannot import). (A reducer override rather than
+    ``persistent_id``: the C pickler calls it only for objects of types without a
+    fast path, so ints, strs, lists and dicts cost nothing.)
     """
 
-    #: TwinObjects met, in the order of their positions (None until one is met)
+    #: Objects met that go by reference, by position (None until one is met)
     references: Optional[List[object]] = None
+    #: The peer the pickle is for (None: no peer, nothing goes by reference but
+    #: TwinObjects and proxies).
+    dst: Optional[int] = None
+    #: The object to pickle by value whatever its type says (``by_value``).
+    forced: object = _MISSING
+    #: An object that goes by reference wherever it appears.
+    referenced: object = _MISSING
 
     def reducer_override(self, obj: Any) -> Any:
-        """How a TwinObject or a method bound to one is pickled: by reference.
-        Anything else: ``NotImplemented`` (pickled as usual)."""
-        twin_objects = _TWIN_OBJECTS
-        if isinstance(obj, twin_objects.base):
+        """How an object that goes by reference (or a method bound to one) is
+        pickled: as its position. Anything else: ``NotImplemented``."""
+        if self._by_reference(obj):
+            if type(obj) is _remote.ByRef:
+                obj = obj.obj
             return (_reference, (self._position(obj),))
-        cls = type(obj)
-        if cls is types.MethodType or cls is twin_objects.remote_method:
-            owner = obj.__self__
-            if isinstance(owner, twin_objects.base):
+        if type(obj) in _METHOD_TYPES:
+            owner = getattr(obj, "__self__", None)
+            if owner is not None and not isinstance(owner, types.ModuleType) and self._by_reference(owner):
                 return (_method_reference, (self._position(owner), obj.__name__))
         return NotImplemented
+
+    def _by_reference(self, obj: Any) -> bool:
+        if isinstance(obj, _TWIN_OBJECTS.base) or isinstance(obj, _remote.RemoteObject):
+            return True
+        if obj is self.referenced:
+            return True
+        cls = type(obj)
+        verdict = _VERDICTS.get(cls, _MISSING)
+        if verdict is _MISSING:
+            verdict = _remote.static_verdict(cls)
+        if verdict is False or obj is self.forced:
+            return False
+        if verdict is True:
+            return True
+        return self.dst is not None and not _remote.importable_in(self.dst, verdict)
 
     def _position(self, obj: object) -> int:
         # once per object: the pickle's memo refers back to it for later occurrences
@@ -291,15 +325,25 @@ class _Unpickler(pickle.Unpickler):
             ) from None
 
     def _method_reference(self, position: int, name: str) -> object:
-        return _TWIN_OBJECTS.method_of(self._reference(position), name)
+        owner = self._reference(position)
+        if isinstance(owner, _remote.RemoteObject):
+            return _remote.RemoteMethod(owner, name)
+        if isinstance(owner, _TWIN_OBJECTS.base):
+            return _TWIN_OBJECTS.method_of(owner, name)
+        return getattr(owner, name)  # a native object of ours, back home
 
 
-def dumps(obj: object, protocol: int, flat: bool = False) -> Any:
-    """Pickle ``obj`` to send it to another interpreter.
+def dumps(
+    obj: object, protocol: int, flat: bool = False, dst: Optional[int] = None, referenced: object = None
+) -> Any:
+    """Pickle ``obj`` to send it to peer ``dst``.
 
     Returns the pickle (bytes), or ``(pickle, references)`` when ``obj`` holds
-    TwinObjects: ``references`` lists them, to travel by reference and be given to
-    :func:`loads` on the other side. Raises :class:`cpy2py.errors.UnpicklableError`
+    objects that go by reference (see :class:`_Pickler`): ``references`` lists
+    them, to travel beside the pickle and be given to :func:`loads` on the other
+    side. A :class:`cpy2py._remote.ByValue` is unwrapped and its object pickled by
+    value whatever its type says, and ``referenced`` (when not None) goes by
+    reference wherever it appears. Raises :class:`cpy2py.errors.UnpicklableError`
     naming the object and the reason.
 
     ``flat`` says that ``obj`` is a container of atoms only (None, bools, ints,
@@ -308,6 +352,11 @@ def dumps(obj: object, protocol: int, flat: bool = False) -> Any:
     """
     buffer = io.BytesIO()
     pickler = _Pickler(buffer, protocol)
+    pickler.dst = dst
+    if referenced is not None:
+        pickler.referenced = referenced
+    if type(obj) is _remote.ByValue:
+        obj = pickler.forced = obj.obj
     if flat:
         pickler.fast = True
     try:
@@ -322,12 +371,22 @@ def dumps(obj: object, protocol: int, flat: bool = False) -> Any:
 def loads(data: bytes, references: Optional[List[object]] = None) -> object:
     """Unpickle what :func:`dumps` made in another interpreter; ``references`` are
     the local objects (native TwinObjects or proxies) its references stand for."""
-    return _Unpickler(io.BytesIO(data), references).load()
+    unpickler = _Unpickler(io.BytesIO(data), references)
+    try:
+        return unpickler.load()
+    finally:
+        # Its memo holds its own bound methods (the classes find_class gave):
+        # a cycle that would keep the references, and so remote objects, alive
+        # until the next garbage collection.
+        unpickler.memo = {}
+        unpickler.references = None
 
 
 def peer_gone(peer: int) -> None:
-    """Peer number ``peer`` ended: forget the routes to it this process cached."""
+    """Peer number ``peer`` ended: forget the routes to it this process cached,
+    and what it could import."""
     _routing.forget_peer_number(peer)
+    _remote.forget_peer(peer)
 
 
 def pack_numbers(items: List[Any]) -> Optional[Tuple[str, bytes]]:
@@ -376,7 +435,7 @@ def make_proxy(module: str, qualname: str, owner: int, object_id: int) -> object
 
 def proxy_ref(obj: object) -> tuple[int, int] | None:
     """``(owner peer, object id)`` if ``obj`` is a proxy, else None."""
-    if type(obj) in _PROXY_NATIVE:
+    if type(obj) in _PROXY_NATIVE or isinstance(obj, _remote.RemoteObject):
         return obj._cpy2py_ref  # type: ignore[attr-defined,no-any-return]
     return None
 

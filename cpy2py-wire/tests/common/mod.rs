@@ -7,8 +7,8 @@
 
 use cpy2py_wire::{
     Bytes, ChainId, Envelope, Failure, FrameDecoder, HEADER_LEN, Hello, Message, ObjectId,
-    ObjectRef, Op, Outcome, PeerId, Release, RemoteError, Reply, Request, RequestId, Value,
-    encode_frame,
+    ObjectRef, Op, Outcome, PeerId, RefKind, Release, RemoteError, Reply, Request, RequestId,
+    Value, encode_frame,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -114,14 +114,25 @@ pub fn int() -> impl Strategy<Value = i64> {
     prop_oneof![-300i64..300, any::<i64>(), Just(i64::MIN), Just(i64::MAX)]
 }
 
-/// Any object reference, with or without a class.
+/// Any object reference, with or without a class, of either kind.
 pub fn object_ref() -> impl Strategy<Value = ObjectRef> {
+    let kind = prop_oneof![
+        Just(RefKind::Twin),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(methods, hashable)| RefKind::Generic { methods, hashable }),
+    ];
     (
         peer(),
         any::<u64>().prop_map(ObjectId),
         option::of((name(), name())),
+        kind,
     )
-        .prop_map(|(owner, id, class)| ObjectRef { owner, id, class })
+        .prop_map(|(owner, id, class, kind)| ObjectRef {
+            owner,
+            id,
+            class,
+            kind,
+        })
 }
 
 /// Any remote error.
