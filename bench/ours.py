@@ -6,7 +6,8 @@ measured in a fresh subprocess of this script, unpinned and pinned to CPU 0 (the
 inherits the pinning), with a timeout:
 
 - calls: ``execute(noop)``, ``execute(add, 1, 2)``, a TwinObject method call, an
-  attribute read, a depth-10 callback bounce (master -> twin -> master ... 10 hops,
+  attribute read, an attribute read of a plain object by reference (a
+  ``RemoteObject``), a depth-10 callback bounce (master -> twin -> master ... 10 hops,
   each hop a nested call), and echoes of 1 MiB of bytes, a 100,000-int list and a
   10,000-entry str -> float dict;
 - startup (unpinned): ``TwinMaster.start()`` until the first ``execute`` returns,
@@ -28,16 +29,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from _timing import (  # noqa: E402
-    BULK, emit, failure, guarded, last_json, run_bounded, threads_suite, timed, timed_bulk,
+    BULK, BULK_CALLS, BULK_SECONDS, emit, failure, guarded, last_json, run_bounded, threads_suite,
+    timed, timed_bulk,
     timed_starts, timed_twin_starts, wanted,
 )
 
-from cpy2py import TwinMaster, TwinObject, kernel_state, twinfunction  # noqa: E402
+from cpy2py import TwinMaster, TwinObject, by_ref, kernel_state, twinfunction  # noqa: E402
 
 TWIN_ID = "bench"
 TIMEOUT = float(os.environ.get("CPY2PY_BENCH_TIMEOUT", "600"))
 HOPS = 10
-CALL_METRICS = ("noop", "add", "method", "attribute", "bounce10") + BULK
+CALL_METRICS = ("noop", "add", "method", "attribute", "ref_attribute", "bounce10") + BULK + (
+    "generator_100k",
+)
+GENERATOR_ITEMS = 100000
 
 
 def noop():
@@ -64,6 +69,37 @@ class Bench(TwinObject):
         pass
 
 
+class Plain(object):
+    """A plain object, made in the twin and read through a generic proxy."""
+
+    def __init__(self):
+        self.x = 1
+
+
+def make_plain():
+    return by_ref(Plain())
+
+
+def numbers(n):
+    """The generator iterated from the master: one item per int."""
+    for i in range(n):
+        yield i
+
+
+def iterate_remote(twin):
+    """Creates a remote generator of GENERATOR_ITEMS ints and iterates it here."""
+    count = 0
+    for _ in twin.execute(numbers, GENERATOR_ITEMS):
+        count += 1
+    return count
+
+
+def measure_generator(twin):
+    if iterate_remote(twin) != GENERATOR_ITEMS:
+        raise AssertionError("the remote generator lost items")
+    return timed(iterate_remote, twin, calls=BULK_CALLS, warmup=2, budget=BULK_SECONDS)
+
+
 @twinfunction(TWIN_ID)
 def bounce_twin(hops):
     """One hop into the twin; the next hop goes back to the master."""
@@ -88,9 +124,12 @@ def measure_calls(python):
         guarded(result, "add", timed, twin.execute, add, 1, 2)
         guarded(result, "method", timed, obj.noop)
         guarded(result, "attribute", timed, lambda: obj.x)
+        plain = twin.execute(make_plain)
+        guarded(result, "ref_attribute", timed, lambda: plain.x)
         guarded(result, "bounce10", measure_bounce)
         for metric in BULK:
             guarded(result, metric, timed_bulk, lambda value: twin.execute(echo, value), metric)
+        guarded(result, "generator_100k", measure_generator, twin)
     finally:
         twin.stop()
     return result

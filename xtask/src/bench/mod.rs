@@ -57,15 +57,17 @@ const PEER_VENVS: [(&str, &str, &[&str]); 2] = [
 /// The groups `--only` accepts, in the order they run.
 const GROUPS: [&str; 4] = ["wire", "floors", "ours", "peers"];
 /// The metric names `--only` accepts (rows' `metric` in report.json).
-const METRICS: [&str; 11] = [
+const METRICS: [&str; 13] = [
     "noop",
     "add",
     "method",
     "attribute",
+    "ref_attribute",
     "bounce10",
     "bytes_1mib",
     "list_100k",
     "dict_10k",
+    "generator_100k",
     "startup",
     "threads",
     "rust_host_noop",

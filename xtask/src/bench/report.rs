@@ -15,17 +15,19 @@ use serde_json::Value;
 use super::data::{Report, Row, Target};
 
 /// Columns of the call table and of the bulk/startup/threads table.
-const CALL_COLUMNS: [(&str, &str); 5] = [
+const CALL_COLUMNS: [(&str, &str); 6] = [
     ("noop", "`execute(noop)`"),
     ("add", "`add(1, 2)`"),
     ("method", "method call"),
     ("attribute", "attribute read"),
+    ("ref_attribute", "attribute read, by reference"),
     ("bounce10", "callback bounce, per hop"),
 ];
-const BULK_COLUMNS: [(&str, &str); 5] = [
+const BULK_COLUMNS: [(&str, &str); 6] = [
     ("bytes_1mib", "1 MiB bytes echo"),
     ("list_100k", "100k-int list echo"),
     ("dict_10k", "10k str→float dict echo"),
+    ("generator_100k", "remote 100k-int generator, iterated"),
     ("startup", "startup to first call"),
     ("threads", "4 threads × noop"),
 ];
@@ -60,7 +62,7 @@ fn floor_of<'a>(rows: &'a [Row], row: &Row) -> Option<(&'a Row, f64)> {
     let metric = row.metric.as_str();
     let pin = row.is_pinned();
     match metric {
-        "noop" | "add" | "method" | "attribute" => {
+        "noop" | "add" | "method" | "attribute" | "ref_attribute" => {
             let floor = find(rows, "floor", "Python socketpair", twin, "rtt_1B", pin)?;
             Some((floor, row.median_us?))
         }
@@ -516,6 +518,40 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
                     vs_floor(twin, metric, pin),
                 ));
             }
+        }
+        for pin in [true, false] {
+            let streamed = ours(twin, "generator_100k", pin)
+                .zip(ours(twin, "noop", pin))
+                .and_then(|(generator, noop)| {
+                    let (mine, calls) = (generator.median_us?, 100_000.0 * noop.median_us?);
+                    Some((
+                        mine / calls,
+                        format!("{} vs 100,000 × {}", time(mine), time(noop.median_us?)),
+                    ))
+                });
+            out.push(target_row(
+                "100k-int remote generator vs 100,000 `execute(noop)`",
+                twin,
+                pin,
+                Bound::AtMost(0.1),
+                streamed,
+            ));
+            let by_ref = ours(twin, "ref_attribute", pin)
+                .zip(ours(twin, "attribute", pin))
+                .and_then(|(generic, twin_object)| {
+                    let (mine, theirs) = (generic.median_us?, twin_object.median_us?);
+                    Some((
+                        mine / theirs,
+                        format!("{} vs {} (TwinObject)", time(mine), time(theirs)),
+                    ))
+                });
+            out.push(target_row(
+                "attribute read by reference vs a TwinObject's",
+                twin,
+                pin,
+                Bound::AtMost(1.2),
+                by_ref,
+            ));
         }
         let bytes = ours(twin, "bytes_1mib", false).and_then(|row| {
             let peer = best_peer(rows, twin, "bytes_1mib")?;
