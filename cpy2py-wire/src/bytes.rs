@@ -10,7 +10,34 @@ use std::sync::Arc;
 
 /// Memory that a [`Bytes`] can share: anything that can lend a stable `&[u8]`
 /// and be sent between threads.
-pub(crate) type Owner = Arc<dyn AsRef<[u8]> + Send + Sync>;
+pub(crate) type Owner = Arc<dyn Lend>;
+
+/// Memory a [`Bytes`] shares; a buffer it may also write to (a received frame
+/// it owns) says so with [`Lend::lend_mut`].
+pub trait Lend: AsRef<[u8]> + Send + Sync + 'static {
+    /// The same bytes, writable, if this owner's memory may be written to; asked
+    /// only while nothing else shares the owner.
+    fn lend_mut(&mut self) -> Option<&mut [u8]> {
+        None
+    }
+}
+
+/// An owner lent read-only ([`Bytes::from_owner`]).
+struct ReadOnly<T>(T);
+
+impl<T: AsRef<[u8]>> AsRef<[u8]> for ReadOnly<T> {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+}
+
+impl<T: AsRef<[u8]> + Send + Sync + 'static> Lend for ReadOnly<T> {}
+
+impl Lend for Vec<u8> {
+    fn lend_mut(&mut self) -> Option<&mut [u8]> {
+        Some(self)
+    }
+}
 
 /// A byte string encoded as a single block (varint length then the raw bytes)
 /// instead of serde's default element-by-element sequence.
@@ -51,7 +78,17 @@ impl Bytes {
     /// bytes every time (an immutable buffer); it is dropped with the last
     /// clone of the result.
     pub fn from_owner<T: AsRef<[u8]> + Send + Sync + 'static>(owner: T) -> Self {
-        Bytes(Repr::Shared(Arc::new(owner)))
+        Bytes(Repr::Shared(Arc::new(ReadOnly(owner))))
+    }
+
+    /// The bytes, writable in place, if nothing else shares their memory and
+    /// its owner allows writing (an owned vector, a view of a received frame
+    /// that no other view shares). `None` otherwise: copy them to write.
+    pub fn unique_mut(&mut self) -> Option<&mut [u8]> {
+        match &mut self.0 {
+            Repr::Owned(v) => Some(v),
+            Repr::Shared(owner) => Arc::get_mut(owner)?.lend_mut(),
+        }
     }
 
     /// The bytes as an owned vector (copied unless this value owns them).
@@ -94,7 +131,7 @@ impl From<Vec<u8>> for Bytes {
     /// leave it out of the frame buffer.
     fn from(v: Vec<u8>) -> Self {
         if v.len() >= Bytes::SHARE_MIN {
-            Bytes::from_owner(v)
+            Bytes(Repr::Shared(Arc::new(v)))
         } else {
             Bytes(Repr::Owned(v))
         }
@@ -223,6 +260,15 @@ impl AsRef<[u8]> for FrameView {
     }
 }
 
+impl Lend for FrameView {
+    fn lend_mut(&mut self) -> Option<&mut [u8]> {
+        // Only the last view of its frame may write: no other reads it then.
+        Arc::get_mut(&mut self.frame)?
+            .lend_mut()?
+            .get_mut(self.start..self.end)
+    }
+}
+
 /// A view of the frame being decoded if `data` lies inside it and is large
 /// enough to be worth sharing.
 fn view_of_backing(data: &[u8]) -> Option<Bytes> {
@@ -239,11 +285,11 @@ fn view_of_backing(data: &[u8]) -> Option<Bytes> {
         if end > whole.len() {
             return None;
         }
-        Some(Bytes::from_owner(FrameView {
+        Some(Bytes(Repr::Shared(Arc::new(FrameView {
             frame: Arc::clone(frame),
             start,
             end,
-        }))
+        }))))
     })
 }
 

@@ -1,6 +1,6 @@
 //! Frame encoding and the incremental decoder.
 
-use crate::bytes::{Bytes, Owner, claim_splice, with_backing, with_splicing};
+use crate::bytes::{Bytes, Lend, Owner, claim_splice, with_backing, with_splicing};
 use crate::ids::PeerId;
 use crate::message::Envelope;
 use postcard::ser_flavors::Flavor;
@@ -251,7 +251,7 @@ impl FrameDecoder {
     /// a reader reuses its large buffers. It must lend the same bytes every time.
     pub fn decode_owned<B>(&self, frame: B) -> Result<Envelope, WireError>
     where
-        B: AsRef<[u8]> + Send + Sync + 'static,
+        B: Lend,
     {
         let bytes = frame.as_ref();
         let Some(total) = self.check_header(bytes)? else {

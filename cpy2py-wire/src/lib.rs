@@ -38,7 +38,7 @@ mod ids;
 mod message;
 mod value;
 
-pub use crate::bytes::Bytes;
+pub use crate::bytes::{Bytes, Lend};
 pub use crate::frame::{
     DEFAULT_MAX_FRAME, FrameDecoder, HEADER_LEN, Splice, WireError, encode_frame,
     encode_frame_vectored, frame_length, peek_route,

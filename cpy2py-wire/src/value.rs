@@ -147,6 +147,10 @@ pub enum Value {
         data: Bytes,
         /// Object references found inside, by position (pickle persistent ids).
         refs: Vec<ObjectRef>,
+        /// Large buffers of the objects inside, out of band, in the order the
+        /// pickle uses them (Python: pickle protocol 5's `PickleBuffer`s), each
+        /// written from its object's memory without a copy into `data`.
+        buffers: Vec<Bytes>,
     },
     /// An error raised by the peer that produced this value.
     Error(Box<RemoteError>),

@@ -2,7 +2,7 @@
 //! every [`Value`] variant, written out by hand from postcard's format.
 //!
 //! These vectors document the wire format of protocol version 4 (version 3
-//! lacked `ObjectRef::kind`, version 2 also `Outcome::Failed`, version 1 also
+//! lacked `ObjectRef::kind` and `Value::Pickle::buffers`, version 2 also `Outcome::Failed`, version 1 also
 //! `Value::IntList` and `Value::FloatList`). Any change to
 //! the types that alters a byte breaks a test here; such a change must raise
 //! [`PROTOCOL_VERSION`] and update the vectors.
@@ -670,12 +670,14 @@ fn value_pickle() {
                 class: None,
                 kind: RefKind::Twin,
             }],
+            buffers: vec![Bytes::from(vec![7, 8])],
         },
         &[
             &[14],                  // Value::Pickle
             &[3, 0x80, 0x05, b'.'], // data
             &[1],                   // refs: 1
             &[1, 9, 0, 0],          // owner, id, class None, kind Twin
+            &[1, 2, 7, 8],          // buffers: 1, of 2 bytes
         ],
     );
 }

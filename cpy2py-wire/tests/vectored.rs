@@ -6,7 +6,8 @@ mod common;
 
 use common::{envelope, frame, value_envelope};
 use cpy2py_wire::{
-    Bytes, Envelope, FrameDecoder, HEADER_LEN, Splice, Value, encode_frame_vectored,
+    Bytes, Envelope, FrameDecoder, HEADER_LEN, Message, Outcome, Reply, Splice, Value,
+    encode_frame_vectored,
 };
 use proptest::prelude::*;
 
@@ -41,6 +42,7 @@ fn with_large_strings() -> Envelope {
         Value::Pickle {
             data: big(Bytes::SHARE_MIN * 3 + 5, 3),
             refs: Vec::new(),
+            buffers: Vec::new(),
         },
         Value::Bytes(big(1 << 20, 4)),
     ]))
@@ -133,6 +135,8 @@ impl AsRef<[u8]> for Tracked {
     }
 }
 
+impl cpy2py_wire::Lend for Tracked {}
+
 impl Drop for Tracked {
     fn drop(&mut self) {
         self.1.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -188,4 +192,40 @@ proptest! {
         let decoded = FrameDecoder::default().decode_owned(frame(&e)).unwrap();
         prop_assert_eq!(decoded, e);
     }
+}
+
+#[test]
+fn the_last_view_of_a_received_frame_can_be_written_in_place() {
+    let decoder = FrameDecoder::new(1 << 24);
+    let value = Value::Pickle {
+        data: Bytes::from(vec![1, 2, 3]),
+        refs: Vec::new(),
+        buffers: vec![big(Bytes::SHARE_MIN * 2, 9), big(Bytes::SHARE_MIN, 4)],
+    };
+    let received = decoder
+        .decode_owned(frame(&value_envelope(value)))
+        .expect("decodes");
+    let Message::Reply(Reply {
+        outcome: Outcome::Ok(Value::Pickle { mut buffers, .. }),
+        ..
+    }) = received.message
+    else {
+        panic!("not a pickle")
+    };
+    let mut second = buffers.pop().expect("two buffers");
+    let mut first = buffers.pop().expect("two buffers");
+    // Both views share the frame: neither may write.
+    assert!(first.unique_mut().is_none() && second.unique_mut().is_none());
+    let copy = second.clone();
+    drop(first);
+    assert!(second.unique_mut().is_none(), "a clone still shares it");
+    drop(copy);
+    let expected = big(Bytes::SHARE_MIN, 4);
+    let writable = second.unique_mut().expect("the last view");
+    assert_eq!(&*writable, &*expected);
+    writable[0] ^= 0xff;
+    assert_ne!(second[0], expected[0]);
+    // Read-only owners never lend their memory.
+    assert!(Bytes::from_owner(vec![0u8; 8]).unique_mut().is_none());
+    assert!(Bytes::from(vec![0u8; 8]).unique_mut().is_some());
 }

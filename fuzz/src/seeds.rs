@@ -454,6 +454,7 @@ fn value_zoo() -> Value {
         Value::Pickle {
             data: Bytes::from(b"\x80\x05\x95\x10\x00".to_vec()),
             refs: vec![object(SELF, 6)],
+            buffers: vec![Bytes::from(vec![1, 2, 3])],
         },
         Value::Error(Box::new(remote_error())),
         Value::int_list(&[0, -1, i64::MIN]),

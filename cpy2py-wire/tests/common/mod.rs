@@ -160,7 +160,13 @@ pub fn leaf_value() -> impl Strategy<Value = Value> {
         bytes().prop_map(Value::Bytes),
         (name(), name()).prop_map(|(module, qualname)| Value::Global { module, qualname }),
         object_ref().prop_map(Value::Ref),
-        (bytes(), vec(object_ref(), 0..4)).prop_map(|(data, refs)| Value::Pickle { data, refs }),
+        (bytes(), vec(object_ref(), 0..4), vec(bytes(), 0..3)).prop_map(|(data, refs, buffers)| {
+            Value::Pickle {
+                data,
+                refs,
+                buffers,
+            }
+        }),
         remote_error().prop_map(|e| Value::Error(Box::new(e))),
         vec(int(), 0..8).prop_map(|v| Value::int_list(&v)),
         vec(float(), 0..8).prop_map(|v| Value::float_list(&v)),
