@@ -1,5 +1,6 @@
 //! The few Linux calls std does not offer, through rustix: eventfds, timers,
-//! polling two fds, pipes, fd flags, socket buffers, the parent-death signal.
+//! polling two fds, pipes, fd flags, socket buffers, the parent-death signal,
+//! huge pages for large buffers.
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec};
@@ -231,6 +232,28 @@ pub(crate) fn exit_now(code: i32) -> ! {
     // processes without a libc; this process has one.
     // SAFETY: _exit never returns and takes an integer.
     unsafe { libc::_exit(code) }
+}
+
+/// Asks the kernel to back the whole 2 MiB pages inside `len` bytes at `ptr` (a
+/// fresh allocation) with transparent huge pages. Only advice: where huge pages
+/// are off or unavailable nothing changes, and errors are ignored.
+pub(crate) fn advise_huge_pages(ptr: *const u8, len: usize) {
+    const HUGE: usize = 2 << 20;
+    let start = (ptr as usize).next_multiple_of(HUGE);
+    let end = (ptr as usize).saturating_add(len) / HUGE * HUGE;
+    if end <= start {
+        return;
+    }
+    // SAFETY: `start..end` lies inside an allocation this process owns (the
+    // caller's buffer), page-aligned; MADV_HUGEPAGE changes only how its pages
+    // are backed, never their contents or who may use them.
+    let _ = unsafe {
+        rustix::mm::madvise(
+            start as *mut std::ffi::c_void,
+            end - start,
+            rustix::mm::Advice::LinuxHugepage,
+        )
+    };
 }
 
 #[cfg(test)]

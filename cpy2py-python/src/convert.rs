@@ -7,10 +7,12 @@ use crate::runtime::runtime;
 use cpy2py_kernel::Kernel;
 use cpy2py_wire::PeerId;
 use cpy2py_wire::{Bytes, Value};
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{
-    PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple,
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
+    PyTuple,
 };
 use std::cell::{Cell, RefCell};
 use std::ops::RangeInclusive;
@@ -241,14 +243,28 @@ impl<'k> Encoder<'k> {
             return Ok(Value::Ref(r));
         }
         let dumps = runtime(py)?.dumps.bind(py);
+        // Out-of-band buffers from protocol 5 on (`_runtime.dumps`).
+        let out_of_band = self.protocol >= 5;
         let dumped = match &self.referenced {
-            None => dumps.call1((obj, self.protocol, flat, self.dst.0))?,
-            Some(r) => dumps.call1((obj, self.protocol, flat, self.dst.0, r))?,
+            None if !out_of_band => dumps.call1((obj, self.protocol, flat, self.dst.0))?,
+            None => dumps.call1((obj, self.protocol, flat, self.dst.0, py.None(), true))?,
+            Some(r) => dumps.call1((obj, self.protocol, flat, self.dst.0, r, out_of_band))?,
         };
-        let (data, found) = match dumped.downcast::<PyTuple>() {
-            Ok(pair) => (pair.get_item(0)?, Some(pair.get_item(1)?)),
-            Err(_) => (dumped, None),
+        let (data, found, views) = match dumped.downcast::<PyTuple>() {
+            Ok(parts) if parts.len() == 3 => (
+                parts.get_item(0)?,
+                Some(parts.get_item(1)?).filter(|r| !r.is_none()),
+                Some(parts.get_item(2)?),
+            ),
+            Ok(parts) => (parts.get_item(0)?, Some(parts.get_item(1)?), None),
+            Err(_) => (dumped, None, None),
         };
+        let mut buffers = Vec::new();
+        if let Some(views) = views {
+            for view in views.try_iter()? {
+                buffers.push(lend_buffer(&view?)?);
+            }
+        }
         let data = data
             .downcast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("cpy2py._runtime.dumps must return bytes"))?;
@@ -267,7 +283,117 @@ impl<'k> Encoder<'k> {
         Ok(Value::Pickle {
             data: share_bytes(data),
             refs,
+            buffers,
         })
+    }
+}
+
+/// An out-of-band buffer that arrived, for `pickle.loads(buffers=...)`: a
+/// [`ReceivedBuffer`] over the frame's memory if this is its last view, else a
+/// `bytearray` copy.
+fn received_buffer(py: Python<'_>, mut bytes: Bytes) -> PyResult<Py<PyAny>> {
+    let Some(memory) = bytes.unique_mut() else {
+        return Ok(PyByteArray::new(py, &bytes).into_any().unbind());
+    };
+    let (ptr, len) = (memory.as_mut_ptr() as usize, memory.len());
+    Ok(Py::new(
+        py,
+        ReceivedBuffer {
+            _memory: bytes,
+            ptr,
+            len,
+        },
+    )?
+    .into_any())
+}
+
+/// Received bytes lent to Python as a writable buffer, without a copy.
+#[pyclass(module = "cpy2py._native")]
+pub(crate) struct ReceivedBuffer {
+    /// Owns the memory (only to drop it): the last view of its frame, which
+    /// nothing else reads.
+    _memory: Bytes,
+    /// Where `unique_mut()` lent it (as an address: pyclasses are Send).
+    ptr: usize,
+    len: usize,
+}
+
+#[pymethods]
+impl ReceivedBuffer {
+    /// The buffer protocol: the memory, writable, one-dimensional bytes.
+    ///
+    /// # Safety
+    /// Called by Python with a `view` to fill, as the buffer protocol says.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut pyo3::ffi::Py_buffer,
+        flags: std::os::raw::c_int,
+    ) -> PyResult<()> {
+        let (ptr, len) = {
+            let me = slf.borrow();
+            (me.ptr, me.len)
+        };
+        // SAFETY: `ptr..ptr + len` is the memory `unique_mut()` lent when this
+        // object was made: `_memory` owns it for this object's life,
+        // no other `Bytes` shares it (it was the last view of its frame), and
+        // Rust never reads or writes it after that, so Python may. The view
+        // holds a reference to `slf` (FillInfo takes one), so the memory
+        // outlives every export.
+        let filled = unsafe {
+            pyo3::ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                ptr as *mut std::os::raw::c_void,
+                len as pyo3::ffi::Py_ssize_t,
+                0,
+                flags,
+            )
+        };
+        if filled == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    /// Nothing to release: the memory lives as long as this object.
+    ///
+    /// # Safety
+    /// Called by Python for a view `__getbuffer__` filled.
+    unsafe fn __releasebuffer__(&self, _view: *mut pyo3::ffi::Py_buffer) {}
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+}
+
+/// A contiguous buffer (a `memoryview` from `PickleBuffer.raw()`) lent to the
+/// wire without copying it.
+fn lend_buffer(view: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    let buffer = PyBuffer::<u8>::get(view)?;
+    if !buffer.is_c_contiguous() {
+        return Err(PyTypeError::new_err(
+            "cpy2py._runtime.dumps must give contiguous buffers",
+        ));
+    }
+    if buffer.len_bytes() < Bytes::SHARE_MIN {
+        return Ok(Bytes::from(buffer.to_vec(view.py())?));
+    }
+    Ok(Bytes::from_owner(LentBuffer(buffer)))
+}
+
+/// A buffer of a Python object (a numpy array's data, a bytearray) lent to the
+/// wire while it is written.
+struct LentBuffer(PyBuffer<u8>);
+
+impl AsRef<[u8]> for LentBuffer {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the `PyBuffer` holds the exporter's buffer (it is released
+        // only when the PyBuffer drops), and it was checked to be C-contiguous,
+        // so `len_bytes` bytes from `buf_ptr` are its memory. The exporter may
+        // still write to it (a numpy array is mutable): a value mutated while
+        // it is being sent arrives with either contents byte by byte, as with
+        // any shared buffer; nothing here writes to it.
+        unsafe { std::slice::from_raw_parts(self.0.buf_ptr() as *const u8, self.0.len_bytes()) }
     }
 }
 
@@ -505,17 +631,36 @@ pub(crate) fn to_python(
         Value::Global { module, qualname } => {
             crate::runtime::resolve_cached(py, module, qualname)?.unbind()
         }
-        Value::Pickle { data, refs } => {
+        Value::Pickle {
+            data,
+            refs,
+            buffers,
+        } => {
             let loads = runtime(py)?.loads.bind(py);
             let data = PyBytes::new(py, &data);
-            if refs.is_empty() {
-                loads.call1((data,))?.unbind()
+            let objects = if refs.is_empty() {
+                None
             } else {
                 let objects = refs
                     .into_iter()
                     .map(|r| to_python(py, Value::Ref(r), twin))
                     .collect::<PyResult<Vec<_>>>()?;
-                loads.call1((data, PyList::new(py, objects)?))?.unbind()
+                Some(PyList::new(py, objects)?)
+            };
+            if !buffers.is_empty() {
+                // Writable, as an array unpickled in band would be: the frame's
+                // own memory when nothing else shares it, else a copy.
+                let arrays = buffers
+                    .into_iter()
+                    .map(|b| received_buffer(py, b))
+                    .collect::<PyResult<Vec<_>>>()?;
+                loads
+                    .call1((data, objects, PyList::new(py, arrays)?))?
+                    .unbind()
+            } else if let Some(objects) = objects {
+                loads.call1((data, objects))?.unbind()
+            } else {
+                loads.call1((data,))?.unbind()
             }
         }
         Value::Ref(r) => match crate::kernel_opt() {

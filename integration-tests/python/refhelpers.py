@@ -170,6 +170,11 @@ def make_array(n):
     return numpy.arange(n)
 
 
+def array_facts(value):
+    """What an array that arrived here is: its sum, shape, dtype and writability."""
+    return int(value.sum()), tuple(value.shape), str(value.dtype), bool(value.flags.writeable)
+
+
 def is_array(value):
     import numpy
 
@@ -186,3 +191,7 @@ def call(func, *args):
 
 def call_method(obj, name, *args):
     return getattr(obj, name)(*args)
+
+
+def echo_value(value):
+    return value

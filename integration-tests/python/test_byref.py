@@ -5,6 +5,7 @@ Each with a CPython and a PyPy twin; the suite runs under both masters."""
 
 import gc
 import io
+import pickle
 import platform
 import threading
 
@@ -242,3 +243,20 @@ def test_a_numpy_array_goes_by_reference_to_an_interpreter_without_numpy(numpy_t
     with pytest.raises(ModuleNotFoundError, match="numpy"):
         by_value(array)
     assert array[0] == 0  # the link survives
+
+
+def test_large_arrays_and_bytearrays_cross_by_value_out_of_band(numpy_twin):
+    payload = bytearray(b"x" * (1 << 20))
+    echoed = numpy_twin.execute(refhelpers.call, bytearray, pickle.PickleBuffer(payload))
+    assert echoed == payload and type(echoed) is bytearray
+    if MASTER_IS_PYPY:
+        return  # the rest needs numpy here too
+    import numpy
+
+    array = numpy.arange(1 << 18, dtype=numpy.float64)  # 2 MiB
+    assert numpy_twin.execute(refhelpers.array_facts, array) == (
+        int(array.sum()), (1 << 18,), "float64", True)
+    back = numpy_twin.execute(refhelpers.call, numpy.negative, array)
+    assert type(back) is numpy.ndarray and back.flags.writeable
+    assert (back == -array).all()
+    back[0] = 7.0  # writable here too

@@ -301,8 +301,11 @@ class _Unpickler(pickle.Unpickler):
     """Unpickler of values from another interpreter; maps the ``__main__`` alias and
     resolves references to the objects that came with the pickle."""
 
-    def __init__(self, file: Any, references: Optional[List[object]]) -> None:
-        super().__init__(file)
+    def __init__(self, file: Any, references: Optional[List[object]], buffers: Optional[List[Any]] = None) -> None:
+        if buffers is None:
+            super().__init__(file)
+        else:
+            super().__init__(file, buffers=buffers)
         self.references = references
 
     def find_class(self, module: str, name: str) -> Any:
@@ -333,8 +336,18 @@ class _Unpickler(pickle.Unpickler):
         return getattr(owner, name)  # a native object of ours, back home
 
 
+#: Buffers from this size on travel out of band (protocol 5): written from their
+#: object's memory, not copied into the pickle.
+OUT_OF_BAND_MIN = 32 * 1024
+
+
 def dumps(
-    obj: object, protocol: int, flat: bool = False, dst: Optional[int] = None, referenced: object = None
+    obj: object,
+    protocol: int,
+    flat: bool = False,
+    dst: Optional[int] = None,
+    referenced: object = None,
+    out_of_band: bool = False,
 ) -> Any:
     """Pickle ``obj`` to send it to peer ``dst``.
 
@@ -349,9 +362,29 @@ def dumps(
     ``flat`` says that ``obj`` is a container of atoms only (None, bools, ints,
     floats, strs, bytes), which nothing can share or refer back to: it is pickled
     without the memo ("fast" mode), in half the time for a dict of 10k strs.
+
+    With ``out_of_band`` (and protocol 5), contiguous buffers of at least
+    :data:`OUT_OF_BAND_MIN` bytes (numpy arrays, bytearrays, any ``PickleBuffer``)
+    are left out of the pickle: the result is then ``(pickle, references or None,
+    buffers)``, ``buffers`` being flat ``memoryview``s for :func:`loads`.
     """
     buffer = io.BytesIO()
-    pickler = _Pickler(buffer, protocol)
+    views: List[memoryview] = []
+    if out_of_band and protocol >= 5:
+
+        def in_band(pickle_buffer: Any) -> bool:
+            try:
+                view = pickle_buffer.raw()
+            except BufferError:  # not contiguous: pickled in band
+                return True
+            if view.nbytes < OUT_OF_BAND_MIN:
+                return True
+            views.append(view)
+            return False
+
+        pickler = _Pickler(buffer, protocol, buffer_callback=in_band)
+    else:
+        pickler = _Pickler(buffer, protocol)
     pickler.dst = dst
     if referenced is not None:
         pickler.referenced = referenced
@@ -363,15 +396,18 @@ def dumps(
         pickler.dump(obj)
     except Exception as error:
         raise errors.UnpicklableError.for_object(obj, error) from error
+    if views:
+        return buffer.getvalue(), pickler.references, views
     if pickler.references:
         return buffer.getvalue(), pickler.references
     return buffer.getvalue()
 
 
-def loads(data: bytes, references: Optional[List[object]] = None) -> object:
+def loads(data: bytes, references: Optional[List[object]] = None, buffers: Optional[List[Any]] = None) -> object:
     """Unpickle what :func:`dumps` made in another interpreter; ``references`` are
-    the local objects (native TwinObjects or proxies) its references stand for."""
-    unpickler = _Unpickler(io.BytesIO(data), references)
+    the local objects (native TwinObjects or proxies) its references stand for,
+    ``buffers`` its out-of-band buffers."""
+    unpickler = _Unpickler(io.BytesIO(data), references, buffers)
     try:
         return unpickler.load()
     finally:
