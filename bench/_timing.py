@@ -38,7 +38,8 @@ METRIC_TIMEOUT = int(os.environ.get("CPY2PY_BENCH_METRIC_TIMEOUT", "120"))
 #: Metric names, as they appear in report.json.
 METRICS = (
     "noop", "add", "method", "attribute", "ref_attribute", "bytes_1mib", "list_100k",
-    "dict_10k", "generator_100k", "startup", "bounce10", "threads", "rust_host_noop",
+    "dict_10k", "generator_100k", "numpy_64mib", "numpy_64mib_pickle4", "startup", "bounce10",
+    "threads", "rust_host_noop",
 )
 _ONLY = {name for name in os.environ.get("CPY2PY_BENCH_ONLY", "").split(",") if name}
 

@@ -7,7 +7,9 @@ inherits the pinning), with a timeout:
 
 - calls: ``execute(noop)``, ``execute(add, 1, 2)``, a TwinObject method call, an
   attribute read, an attribute read of a plain object by reference (a
-  ``RemoteObject``), a depth-10 callback bounce (master -> twin -> master ... 10 hops,
+  ``RemoteObject``), iterating a remote 100,000-int generator, echoes of a 64 MiB
+  numpy array (as cpy2py sends it, and pickled with protocol 4 as bytes; CPython
+  twin only), a depth-10 callback bounce (master -> twin -> master ... 10 hops,
   each hop a nested call), and echoes of 1 MiB of bytes, a 100,000-int list and a
   10,000-entry str -> float dict;
 - startup (unpinned): ``TwinMaster.start()`` until the first ``execute`` returns,
@@ -29,8 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from _timing import (  # noqa: E402
-    BULK, BULK_CALLS, BULK_SECONDS, emit, failure, guarded, last_json, run_bounded, threads_suite,
-    timed, timed_bulk,
+    BULK, BULK_CALLS, BULK_SECONDS, emit, failure, guarded, last_json, na, run_bounded,
+    threads_suite, timed, timed_bulk,
     timed_starts, timed_twin_starts, wanted,
 )
 
@@ -40,9 +42,10 @@ TWIN_ID = "bench"
 TIMEOUT = float(os.environ.get("CPY2PY_BENCH_TIMEOUT", "600"))
 HOPS = 10
 CALL_METRICS = ("noop", "add", "method", "attribute", "ref_attribute", "bounce10") + BULK + (
-    "generator_100k",
+    "generator_100k", "numpy_64mib", "numpy_64mib_pickle4",
 )
 GENERATOR_ITEMS = 100000
+NUMPY_BYTES = 64 << 20
 
 
 def noop():
@@ -94,6 +97,36 @@ def iterate_remote(twin):
     return count
 
 
+def has_numpy():
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def measure_numpy(twin, pickle4):
+    """Echo of a 64 MiB numpy array: as cpy2py sends it (protocol 5, its buffer out
+    of band), or pickled with protocol 4 by the caller and sent as bytes."""
+    import pickle
+
+    import numpy
+
+    array = numpy.arange(NUMPY_BYTES // 8, dtype=numpy.float64)
+    if pickle4:
+        def round_trip():
+            return pickle.loads(twin.execute(echo, pickle.dumps(array, 4)))
+    else:
+        def round_trip():
+            return twin.execute(echo, array)
+    if not (round_trip() == array).all():
+        raise AssertionError("the array came back different")
+    measured = timed(round_trip, calls=BULK_CALLS, warmup=1, budget=BULK_SECONDS)
+    measured["mb_s"] = NUMPY_BYTES / measured["median_us"]
+    measured["payload_bytes"] = NUMPY_BYTES
+    return measured
+
+
 def measure_generator(twin):
     if iterate_remote(twin) != GENERATOR_ITEMS:
         raise AssertionError("the remote generator lost items")
@@ -130,6 +163,12 @@ def measure_calls(python):
         for metric in BULK:
             guarded(result, metric, timed_bulk, lambda value: twin.execute(echo, value), metric)
         guarded(result, "generator_100k", measure_generator, twin)
+        if twin.execute(has_numpy):
+            guarded(result, "numpy_64mib", measure_numpy, twin, False)
+            guarded(result, "numpy_64mib_pickle4", measure_numpy, twin, True)
+        else:
+            na(result, "numpy_64mib", "numpy is not installed for this twin")
+            na(result, "numpy_64mib_pickle4", "numpy is not installed for this twin")
     finally:
         twin.stop()
     return result

@@ -57,7 +57,7 @@ const PEER_VENVS: [(&str, &str, &[&str]); 2] = [
 /// The groups `--only` accepts, in the order they run.
 const GROUPS: [&str; 4] = ["wire", "floors", "ours", "peers"];
 /// The metric names `--only` accepts (rows' `metric` in report.json).
-const METRICS: [&str; 13] = [
+const METRICS: [&str; 15] = [
     "noop",
     "add",
     "method",
@@ -68,6 +68,8 @@ const METRICS: [&str; 13] = [
     "list_100k",
     "dict_10k",
     "generator_100k",
+    "numpy_64mib",
+    "numpy_64mib_pickle4",
     "startup",
     "threads",
     "rust_host_noop",

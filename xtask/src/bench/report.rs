@@ -23,11 +23,16 @@ const CALL_COLUMNS: [(&str, &str); 6] = [
     ("ref_attribute", "attribute read, by reference"),
     ("bounce10", "callback bounce, per hop"),
 ];
-const BULK_COLUMNS: [(&str, &str); 6] = [
+const BULK_COLUMNS: [(&str, &str); 8] = [
     ("bytes_1mib", "1 MiB bytes echo"),
     ("list_100k", "100k-int list echo"),
     ("dict_10k", "10k str→float dict echo"),
     ("generator_100k", "remote 100k-int generator, iterated"),
+    ("numpy_64mib", "64 MiB numpy array echo"),
+    (
+        "numpy_64mib_pickle4",
+        "64 MiB numpy echo, pickled (protocol 4) as bytes",
+    ),
     ("startup", "startup to first call"),
     ("threads", "4 threads × noop"),
 ];
@@ -553,6 +558,29 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
                 by_ref,
             ));
         }
+        let numpy = ours(twin, "numpy_64mib", false);
+        out.push(target_row(
+            "64 MiB numpy array echo, GB/s",
+            twin,
+            false,
+            Bound::AtLeast(3.0),
+            numpy.and_then(|row| {
+                let gb_s = row.mb_s? / 1000.0;
+                Some((gb_s, format!("{gb_s:.2} GB/s")))
+            }),
+        ));
+        out.push(target_row(
+            "64 MiB numpy array echo vs pickle protocol 4 through our wire",
+            twin,
+            false,
+            Bound::AtLeast(2.0),
+            numpy
+                .zip(ours(twin, "numpy_64mib_pickle4", false))
+                .and_then(|(ours, pickled)| {
+                    let (mine, theirs) = (ours.mb_s?, pickled.mb_s?);
+                    Some((mine / theirs, format!("{mine:.0} MB/s vs {theirs:.0} MB/s")))
+                }),
+        ));
         let bytes = ours(twin, "bytes_1mib", false).and_then(|row| {
             let peer = best_peer(rows, twin, "bytes_1mib")?;
             let (mine, theirs) = (row.mb_s?, peer.mb_s?);
