@@ -7,6 +7,7 @@
 //! exception formatting) in the package's `_runtime` module. Users import
 //! `cpy2py`, never this module.
 
+mod buffers;
 mod convert;
 mod errors;
 mod handler;
