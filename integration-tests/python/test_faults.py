@@ -362,9 +362,7 @@ def test_argument_over_the_frame_limit_is_refused_and_the_link_survives(twin):
 
 
 @pytest.mark.timeout(180)
-def test_result_over_the_frame_limit_is_an_error_and_the_link_survives(twin, flavour):
-    if flavour == "pypy":
-        pytest.skip("a PyPy twin peaks above 1 GB RSS building a 260 MiB reply; CPython covers it")
+def test_result_over_the_frame_limit_is_an_error_and_the_link_survives(twin):
     started = time.monotonic()
     with pytest.raises(errors.CPy2PyException) as info:
         twin.execute(faulthelpers.big_bytes, OVERSIZED)
@@ -388,10 +386,10 @@ def test_execute_timeout_names_the_call_and_discards_the_late_reply(twin):
     assert 0.25 < took < 1.5, took
     assert isinstance(info.value, TimeoutError)
     assert "nap" in str(info.value)
-    # the next calls get their own results, before and after the late reply arrives
+    # the next calls get their own results, before the late reply and while it arrives
+    # (it is on its way once the nap has ended; whenever it lands it must be dropped)
     assert twin.execute(faulthelpers.echo, "first") == "first"
     assert procutil.wait_until(lambda: twin.execute(faulthelpers.busy) == 0, timeout=10)
-    time.sleep(0.1)
     assert [twin.execute(faulthelpers.echo, n) for n in range(20)] == list(range(20))
     # a call within its timeout returns normally; its keyword arguments stay the function's
     assert twin.execute_timeout(10, faulthelpers.nap, seconds=0.01) == 0.01
