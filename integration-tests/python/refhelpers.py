@@ -12,6 +12,7 @@ import weakref
 
 import cpy2py
 from cpy2py import _native
+from twinhelpers import TWIN_IDS
 
 #: What became of natives made here, by key: "open", "finally", "freed".
 EVENTS = {}
@@ -195,3 +196,47 @@ def call_method(obj, name, *args):
 
 def echo_value(value):
     return value
+
+
+class _ShelfBehaviour(object):
+    """A TwinObject whose method is a generator (:data:`SHELVES`)."""
+
+    def __init__(self, items):
+        self.items = list(items)
+
+    def walk(self, key=None):
+        try:
+            for item in self.items:
+                yield item
+        finally:
+            if key is not None:
+                EVENTS[key] = "finally"
+
+
+class ShelfCPython(_ShelfBehaviour, cpy2py.TwinObject):
+    __twin_id__ = TWIN_IDS["cpython"]
+
+
+class ShelfPyPy(_ShelfBehaviour, cpy2py.TwinObject):
+    __twin_id__ = TWIN_IDS["pypy"]
+
+
+#: flavour -> the shelf class living in that flavour's module-scoped twin
+SHELVES = {"cpython": ShelfCPython, "pypy": ShelfPyPy}
+
+
+class Sealed(object):
+    """An object whose pickling raises: it can only go by reference."""
+
+    def __init__(self, secret):
+        self.secret = secret
+
+    def __reduce__(self):
+        raise RuntimeError("Sealed objects are not copied")
+
+    def reveal(self):
+        return self.secret
+
+
+def make_sealed(secret):
+    return Sealed(secret)

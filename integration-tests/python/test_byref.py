@@ -102,6 +102,22 @@ def test_a_generator_dropped_half_way_is_closed_where_it_lives(twin):
     assert procutil.wait_until(lambda: collected() and twin.execute(refhelpers.event, "dropped") == "finally", 10)
 
 
+def test_a_twin_object_method_that_is_a_generator_streams_by_reference(twin, flavour):
+    shelf = refhelpers.SHELVES[flavour](range(3000))
+    walk = shelf.walk("shelf")
+    assert isinstance(walk, RemoteObject)
+    assert [next(walk), next(walk)] == [0, 1]
+    assert list(walk) == list(range(2, 3000))
+    assert twin.execute(refhelpers.event, "shelf") == "finally"
+    # dropped half-way, its finally runs in the twin
+    walk = shelf.walk("shelf-dropped")
+    assert next(walk) == 0
+    del walk
+    assert procutil.wait_until(
+        lambda: collected() and twin.execute(refhelpers.event, "shelf-dropped") == "finally", 10
+    )
+
+
 def test_a_lock_works_as_a_context_manager(twin):
     lock = twin.execute(refhelpers.make_lock)
     assert isinstance(lock, RemoteObject)
@@ -188,6 +204,17 @@ def test_by_value_of_a_generator_says_why_there_is_no_copy(twin):
     with pytest.raises(UnpicklableError, match="generator"):
         by_value(gen)
     assert next(gen) == 0  # the proxy still works
+
+
+def test_an_object_whose_pickling_raises_goes_by_reference_and_by_value_says_why(twin):
+    sealed = twin.execute(refhelpers.make_sealed, "kept")
+    assert isinstance(sealed, RemoteObject)
+    assert sealed.reveal() == "kept" and sealed.secret == "kept"
+    with pytest.raises(UnpicklableError) as info:
+        by_value(sealed)
+    message = str(info.value)
+    assert "Sealed" in message and "Sealed objects are not copied" in message, message
+    assert twin.execute(refhelpers.echo_value, 7) == 7  # the link survives
 
 
 def test_a_master_object_goes_to_the_twin_by_reference(twin):
