@@ -63,8 +63,9 @@ impl Kernel {
         read_first: bool,
     ) -> Result<PendingCall, CallError> {
         let waiter = waiter::current_waiter().map_err(|_| CallError::ShuttingDown)?;
+        let chain = waiter::current_chain(self.shared.me);
         let (route, id, chain, envelope) =
-            self.register(dst, op, Completion::Thread(Arc::clone(&waiter)))?;
+            self.register(dst, chain, op, Completion::Thread(Arc::clone(&waiter)))?;
         let call = PendingCall {
             kernel: self.clone(),
             id,

@@ -445,15 +445,15 @@ impl Kernel {
         })
     }
 
-    /// Registers a request to `dst` with the core: the socket to write it to,
-    /// its id and its envelope. The request continues this thread's chain.
+    /// Registers a request to `dst` on `chain` with the core: the socket to
+    /// write it to, its id and its envelope.
     pub(crate) fn register(
         &self,
         dst: PeerId,
+        chain: cpy2py_wire::ChainId,
         op: Op,
         completion: Completion<Arc<Waiter>>,
     ) -> Result<(Arc<Peer>, RequestId, cpy2py_wire::ChainId, Envelope), CallError> {
-        let chain = waiter::current_chain(self.shared.me);
         let waits = matches!(completion, Completion::Thread(_));
         let (hop, id) = self.proto().submit(dst, chain, completion)?;
         let envelope = Envelope {
@@ -477,18 +477,25 @@ impl Kernel {
     }
 
     /// Sends `op` to `dst`; `callback` receives the outcome on whichever thread
-    /// reads the reply (keep it short; it must not block). The request is on
-    /// this thread's chain.
+    /// reads the reply (keep it short; it must not block), or here if sending
+    /// fails. No thread waits for the call, so it gets a chain of its own:
+    /// requests `dst` makes back on it run on this kernel's pool.
+    ///
+    /// `Ok`: `callback` runs exactly once. `Err`: the request was not made and
+    /// `callback` never runs.
     pub fn submit_with_callback(
         &self,
         dst: PeerId,
         op: Op,
         callback: Callback,
     ) -> Result<RequestId, CallError> {
-        let (route, id, _, envelope) = self.register(dst, op, Completion::Callback(callback))?;
+        let chain = waiter::detached_chain(self.shared.me);
+        let (route, id, _, envelope) =
+            self.register(dst, chain, op, Completion::Callback(callback))?;
         if let Err(e) = self.send_to(&route, &envelope) {
-            self.complete(id, Err(e.clone()));
-            return Err(e);
+            // Registered: the callback learns of it (from here, or from the
+            // sweep of the lost peer if that came first).
+            self.complete(id, Err(e));
         }
         Ok(id)
     }

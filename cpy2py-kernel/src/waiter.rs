@@ -166,6 +166,15 @@ pub(crate) fn current_chain(me: PeerId) -> ChainId {
     })
 }
 
+/// A chain of its own for a request no thread waits for: requests made back
+/// on it cannot go to a waiting thread, so they run on the pool.
+pub(crate) fn detached_chain(me: PeerId) -> ChainId {
+    ChainId {
+        origin: me,
+        thread: NEXT_THREAD.fetch_add(1, Ordering::Relaxed),
+    }
+}
+
 /// While alive, this thread is on `chain` (it runs a request of that chain).
 pub(crate) struct ChainGuard(());
 
