@@ -10,6 +10,7 @@
 mod buffers;
 mod convert;
 mod errors;
+mod futures;
 mod handler;
 mod objects;
 mod runtime;
@@ -37,7 +38,7 @@ pub(crate) fn kernel_opt() -> Option<&'static Kernel> {
     KERNEL.get()
 }
 
-fn kernel(py: Python<'_>) -> PyResult<&'static Kernel> {
+pub(crate) fn kernel(py: Python<'_>) -> PyResult<&'static Kernel> {
     KERNEL.get().ok_or_else(|| {
         errors::error(
             py,
@@ -185,7 +186,7 @@ fn peer_info(py: Python<'_>, peer: u32) -> PyResult<(String, String, String)> {
         .ok_or_else(|| PyKeyError::new_err(format!("no twin peer#{peer} is connected")))
 }
 
-fn describe_callable(func: &Bound<'_, PyAny>) -> String {
+pub(crate) fn describe_callable(func: &Bound<'_, PyAny>) -> String {
     let name = func
         .getattr("__qualname__")
         .or_else(|_| func.getattr("__name__"))
@@ -206,26 +207,41 @@ fn call(
     timeout: Option<f64>,
 ) -> PyResult<Py<PyAny>> {
     let kernel = kernel(py)?;
-    let name = crate::runtime::global_name(func)?;
     let what = || describe_callable(func);
     request(py, kernel, PeerId(peer), timeout, &what, |encoder| {
-        let args = encoder.values(args.iter())?;
-        let kwargs = encoder.kwargs(kwargs)?;
-        Ok(match name {
-            // By value (or a proxy's reference): a function that went by
-            // reference would run here, not in the twin.
-            None => Op::CallValue {
-                callable: encoder.value(&runtime(py)?.by_value.bind(py).call1((func,))?)?,
-                args,
-                kwargs,
-            },
-            Some((module, qualname)) => Op::CallGlobal {
-                module,
-                qualname,
-                args,
-                kwargs,
-            },
-        })
+        call_op(encoder, func, args, kwargs)
+    })
+}
+
+/// The request to run `func(*args, **kwargs)` where `encoder` sends it.
+pub(crate) fn call_op(
+    encoder: &Encoder<'_>,
+    func: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Op> {
+    let name = crate::runtime::global_name(func)?;
+    let args = encoder.values(args.iter())?;
+    let kwargs = encoder.kwargs(kwargs)?;
+    Ok(match name {
+        // By value (or a proxy's reference): a function that went by
+        // reference would run here, not in the twin.
+        None => Op::CallValue {
+            callable: encoder.value(
+                &runtime(func.py())?
+                    .by_value
+                    .bind(func.py())
+                    .call1((func,))?,
+            )?,
+            args,
+            kwargs,
+        },
+        Some((module, qualname)) => Op::CallGlobal {
+            module,
+            qualname,
+            args,
+            kwargs,
+        },
     })
 }
 
@@ -240,12 +256,35 @@ fn request(
     what: &dyn Fn() -> String,
     build: impl FnOnce(&Encoder<'_>) -> PyResult<Op>,
 ) -> PyResult<Py<PyAny>> {
+    let op = prepare(kernel, dst, build)?;
+    let result = wait_for(py, kernel, dst, op, timeout)?;
+    outcome_to_python(py, kernel, dst, result, what)
+}
+
+/// The request `build` makes for `dst`, with the retains its values need sent
+/// ahead of it.
+pub(crate) fn prepare(
+    kernel: &Kernel,
+    dst: PeerId,
+    build: impl FnOnce(&Encoder<'_>) -> PyResult<Op>,
+) -> PyResult<Op> {
     objects::flush(kernel);
     let encoder = Encoder::new(kernel, dst);
     let op = build(&encoder)?;
     encoder.send_retains();
-    let outcome =
-        wait_for(py, kernel, dst, op, timeout)?.map_err(|e| errors::call_error(py, e, &what()))?;
+    Ok(op)
+}
+
+/// What a call to `dst` returned, as Python sees it: its value, or the
+/// exception to raise; `what` names the call in errors.
+pub(crate) fn outcome_to_python(
+    py: Python<'_>,
+    kernel: &Kernel,
+    dst: PeerId,
+    result: Result<Outcome, CallError>,
+    what: &dyn Fn() -> String,
+) -> PyResult<Py<PyAny>> {
+    let outcome = result.map_err(|e| errors::call_error(py, e, &what()))?;
     let twin = || kernel.peer_name(dst);
     match outcome {
         Outcome::Ok(value) => to_python(py, value, &twin),
@@ -559,6 +598,8 @@ fn init_kernel_logging() {
 /// The module `cpy2py._native`.
 #[pymodule]
 mod _native {
+    #[pymodule_export]
+    use super::futures::{call_async, call_method_async};
     #[pymodule_export]
     use super::{
         call, call_host, call_method, del_attr, exit_status, exported_count, flush_releases,

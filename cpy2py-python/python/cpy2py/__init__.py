@@ -67,10 +67,12 @@ from .errors import (  # noqa: E402
 from ._remote import RemoteObject, always_by_ref, by_ref, by_value  # noqa: E402
 from .function import twinfunction  # noqa: E402
 from .master import TwinMaster  # noqa: E402
+from .pool import TwinPool  # noqa: E402
 from .twinobject import TwinObject, localmethod  # noqa: E402
 
 __all__ = [
     "TwinMaster",
+    "TwinPool",
     "TwinObject",
     "twinfunction",
     "localmethod",

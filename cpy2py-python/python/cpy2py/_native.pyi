@@ -11,7 +11,7 @@ rather than protocol: resolving names, pickling, describing and rebuilding
 exceptions (see that module).
 """
 
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "log_level",
@@ -22,6 +22,8 @@ __all__ = [
     "init_master",
     "is_initialized",
     "spawn",
+    "call_async",
+    "call_method_async",
     "stop",
     "is_alive",
     "is_connected",
@@ -130,6 +132,26 @@ def call(
 
     In a twin, ``peer`` 0 is the master and other numbers are routed through it.
     """
+
+def call_async(
+    peer: int, on_done: Callable[[bool, Any], None], func: Any, args: Tuple[Any, ...],
+    kwargs: Optional[Mapping[str, Any]] = None,
+) -> None:
+    """Send ``func(*args, **kwargs)`` to peer ``peer`` and return at once.
+
+    ``on_done(True, result)`` or ``on_done(False, exception)`` is called later on the
+    process's completion thread (``cpy2py-completions``), with what :func:`call`
+    would return or raise. The call gets a chain of its own: requests the peer makes
+    back while running it run on this process's pool. Errors before the request
+    leaves (an argument that cannot be sent, a peer not connected) raise here, and
+    ``on_done`` is then never called.
+    """
+
+def call_method_async(
+    on_done: Callable[[bool, Any], None], proxy: Any, name: str, args: Tuple[Any, ...],
+    kwargs: Optional[Mapping[str, Any]] = None,
+) -> None:
+    """:func:`call_method` as :func:`call_async` makes calls."""
 
 def serve(inherited: Mapping[str, str]) -> None:
     """Run this process as a twin: connect to the master named in ``inherited`` (the

@@ -8,15 +8,16 @@ cpy2py.twin``, connected to this process's kernel), runs calls in it and stops i
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import json
 import logging
 import os
 import shutil
 import sys
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, TypeVar
 
-from . import _native, _routing, _runtime, errors, kernel_state
+from . import _futures, _native, _routing, _runtime, errors, kernel_state
 
 __all__ = ["TwinMaster"]
 
@@ -32,6 +33,8 @@ NOAUTO_ENV = "CPY2PY_NOAUTO"
 ATEXIT_GRACE = 2.0
 
 _native_call = _native.call
+_native_call_async = _native.call_async
+_T = TypeVar("_T")
 
 _master_lock = threading.Lock()
 _master_ready = False
@@ -107,8 +110,12 @@ def _find_executable(executable: str) -> str:
     return found if found is not None else executable
 
 
-class TwinMaster(object):
+class TwinMaster(concurrent.futures.Executor):
     """Manager of one twinterpreter: starts, supervises and stops its process.
+
+    It is a :class:`concurrent.futures.Executor` too (:meth:`submit`, :meth:`map`,
+    :meth:`shutdown`), so ``loop.run_in_executor(twin, func, ...)`` runs ``func`` in
+    the twin; :meth:`aexecute` awaits a call from asyncio.
 
     :param executable: the Python interpreter to run: a path, or a name looked up in
         ``PATH`` (e.g. ``'pypy3'``, ``'/opt/venv/bin/python'``). Defaults to
@@ -226,6 +233,7 @@ class TwinMaster(object):
             # started or stopped by start()/stop(): never started on demand again
             self._managed = False
             self._booting = False
+            self._outstanding = _futures.Outstanding()
             self._initialized = True
 
     # -- state --------------------------------------------------------------------
@@ -449,6 +457,65 @@ class TwinMaster(object):
         if not kernel_state.is_master():
             return _routing.call_in(self.twinterpreter_id, _native_call, call, call_args, call_kwargs, timeout)
         raise self._unavailable()
+
+    # -- calls that do not block ----------------------------------------------------
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> "concurrent.futures.Future[_T]":
+        """Run ``fn(*args, **kwargs)`` in the twin; returns its future at once.
+
+        The request has left when this returns, so the future is running (it cannot
+        be cancelled). Its result or exception is what :meth:`execute` would return
+        or raise; :attr:`call_timeout` does not apply (``future.result(timeout)``
+        does). Errors found before the request leaves raise here, as from
+        :meth:`execute`: a twin that is not running, an argument that cannot be sent.
+        Done-callbacks run on cpy2py's completion thread: keep them short.
+        """
+        if self._peer is None and kernel_state.TWIN_ID == self.twinterpreter_id:
+            return _futures.completed(fn, args, kwargs)
+        return _futures.start(lambda on_done: self._send(on_done, fn, args, kwargs), self._outstanding)
+
+    async def aexecute(self, call: Any, /, *call_args: Any, **call_kwargs: Any) -> Any:
+        """:meth:`execute` for asyncio: ``await twin.aexecute(func, ...)``.
+
+        The event loop keeps running while the twin works; thousands of calls may be
+        in flight from one loop, without a thread each. Cancelling the awaiting task
+        stops the wait; the twin still finishes the call and its reply is dropped.
+        """
+        if self._peer is None and kernel_state.TWIN_ID == self.twinterpreter_id:
+            return call(*call_args, **call_kwargs)
+        return await _futures.start_async(lambda on_done: self._send(on_done, call, call_args, call_kwargs))
+
+    def map(
+        self,
+        fn: Callable[..., _T],
+        *iterables: Iterable[Any],
+        timeout: Optional[float] = None,
+        chunksize: int = 1,
+    ) -> Iterator[_T]:
+        """:meth:`concurrent.futures.Executor.map` in the twin: every call leaves now,
+        results come back in order (``timeout`` seconds from this call for all of
+        them). With ``chunksize`` > 1, that many items go per request, run in a loop
+        in the twin: fewer round trips for many small calls."""
+        return _futures.map_with(self.submit, fn, iterables, timeout, chunksize)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the twin, after the futures of :meth:`submit` complete if ``wait``.
+
+        ``cancel_futures`` has nothing to cancel: every submitted call is already
+        running in the twin. Unlike other executors, a master can be started again.
+        """
+        if wait:
+            self._outstanding.wait()
+        self.stop()
+
+    def _send(self, on_done: Callable[[bool, Any], None], call: Any, args: Any, kwargs: Any) -> None:
+        peer = self._peer
+        if peer is not None:
+            _native_call_async(peer, on_done, call, args, kwargs or None)
+        elif not kernel_state.is_master():
+            _routing.call_in(self.twinterpreter_id, _native_call_async, on_done, call, args, kwargs or None)
+        else:
+            raise self._unavailable()
 
     def _unavailable(self) -> errors.TwinterpeterUnavailable:
         if self._ended is not None:

@@ -1,0 +1,144 @@
+//! Calls that do not block the caller: the request leaves before the function
+//! returns, and its outcome goes to a Python callable later.
+//!
+//! The kernel hands an outcome to whichever thread read the reply (the poll
+//! thread, or a thread waiting for a call of its own). Converting it and
+//! running the callable there would run user code (unpickling, a future's
+//! done-callbacks) on a thread the kernel needs for reading, so the outcome
+//! goes to one completion thread per process, which does both.
+
+use crate::convert::Encoder;
+use crate::{call_op, describe_callable, kernel, objects, outcome_to_python, prepare};
+use cpy2py_kernel::{CallError, Kernel};
+use cpy2py_wire::{Op, Outcome, PeerId};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use std::sync::OnceLock;
+use std::sync::mpsc::{Sender, channel};
+
+/// An outcome on its way to its callable.
+struct Done {
+    kernel: &'static Kernel,
+    dst: PeerId,
+    what: String,
+    result: Result<Outcome, CallError>,
+    on_done: Py<PyAny>,
+}
+
+/// The completion thread's queue, the thread started on first use.
+fn completions() -> &'static Sender<Done> {
+    static QUEUE: OnceLock<Sender<Done>> = OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (queue, outcomes) = channel::<Done>();
+        let spawned = std::thread::Builder::new()
+            .name("cpy2py-completions".into())
+            .spawn(move || {
+                for done in outcomes {
+                    Python::attach(|py| deliver(py, done));
+                }
+            });
+        if let Err(e) = spawned {
+            // Sends then fail and each call reports it (see `submit`).
+            tracing::error!(error = %e, "the completion thread did not start");
+        }
+        queue
+    })
+}
+
+/// Calls `on_done(True, value)` or `on_done(False, exception)`.
+fn deliver(py: Python<'_>, done: Done) {
+    let Done {
+        kernel,
+        dst,
+        what,
+        result,
+        on_done,
+    } = done;
+    let called = match outcome_to_python(py, kernel, dst, result, &|| what.clone()) {
+        Ok(value) => on_done.call1(py, (true, value)),
+        Err(error) => on_done.call1(py, (false, error.into_value(py))),
+    };
+    if let Err(error) = called {
+        // Nobody is there to raise it to: say so, as Python does for an error
+        // in a callback it cannot propagate.
+        error.write_unraisable(py, Some(on_done.bind(py)));
+    }
+}
+
+/// Sends the request `build` makes to `dst`; `on_done` receives its outcome on
+/// the completion thread.
+fn submit(
+    py: Python<'_>,
+    dst: PeerId,
+    what: String,
+    on_done: Py<PyAny>,
+    build: impl FnOnce(&Encoder<'_>) -> PyResult<Op>,
+) -> PyResult<()> {
+    let kernel = kernel(py)?;
+    let op = prepare(kernel, dst, build)?;
+    let queue = completions().clone();
+    let described = what.clone();
+    let callback = Box::new(move |result| {
+        let done = Done {
+            kernel,
+            dst,
+            what,
+            result,
+            on_done,
+        };
+        if let Err(lost) = queue.send(done) {
+            tracing::error!("no completion thread: an outcome is lost");
+            // Dropped without the GIL: PyO3 defers the decref.
+            drop(lost);
+        }
+    });
+    // The request's values were encoded above; sending needs no GIL.
+    py.detach(|| kernel.submit_with_callback(dst, op, callback))
+        .map(drop)
+        .map_err(|e| crate::errors::call_error(py, e, &described))
+}
+
+/// Runs `func(*args, **kwargs)` in peer `peer` without waiting:
+/// `on_done(ok, value_or_exception)` is called on the completion thread.
+#[pyfunction]
+#[pyo3(signature = (peer, on_done, func, args, kwargs=None))]
+pub(crate) fn call_async(
+    py: Python<'_>,
+    peer: u32,
+    on_done: Py<PyAny>,
+    func: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    submit(
+        py,
+        PeerId(peer),
+        describe_callable(func),
+        on_done,
+        |encoder| call_op(encoder, func, args, kwargs),
+    )
+}
+
+/// Calls method `name` of the object behind `proxy` without waiting, as
+/// [`call_async`] does.
+#[pyfunction]
+#[pyo3(signature = (on_done, proxy, name, args, kwargs=None))]
+pub(crate) fn call_method_async(
+    py: Python<'_>,
+    on_done: Py<PyAny>,
+    proxy: &Bound<'_, PyAny>,
+    name: String,
+    args: &Bound<'_, PyTuple>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<()> {
+    let target = objects::proxy_target(py, proxy)?;
+    let what = format!("call of method {name}");
+    submit(py, target.owner, what, on_done, |encoder| {
+        Ok(Op::CallMethod {
+            target: target.clone(),
+            name,
+            args: encoder.values(args.iter())?,
+            kwargs: encoder.kwargs(kwargs)?,
+        })
+    })
+}

@@ -1,0 +1,190 @@
+"""Calls that do not block: ``TwinMaster.submit``/``map``/``shutdown`` (an Executor),
+``aexecute`` from asyncio, ``run_in_executor``, and ``TwinPool``. Calls are held in
+flight at gates (``futurehelpers.wait_at``) that the test opens, never by sleeping."""
+
+import asyncio
+import concurrent.futures
+import threading
+
+import pytest
+
+import futurehelpers
+import procutil
+import twinhelpers
+from cpy2py import TwinMaster, TwinPool, errors
+
+
+def test_submit_returns_a_running_future_whose_request_has_left(twin):
+    future = twin.submit(futurehelpers.wait_at, "left", "value")
+    assert isinstance(future, concurrent.futures.Future)
+    assert future.running() and not future.done()
+    # nobody waits on the future, yet the twin is running the call
+    assert procutil.wait_until(lambda: twin.execute(futurehelpers.arrived, "left"), 10)
+    assert not future.cancel()  # running: it cannot be cancelled
+    twin.execute(futurehelpers.open_gate, "left")
+    value, pid = future.result(timeout=10)
+    assert (value, pid) == ("value", twin.pid)
+
+
+def test_a_future_carries_the_remote_exception_with_its_type(twin):
+    future = twin.submit(futurehelpers.fail, "remote")
+    with pytest.raises(KeyError, match="remote") as info:
+        future.result(timeout=10)
+    assert isinstance(info.value.__cause__, errors.RemoteTraceback)
+    assert isinstance(future.exception(), KeyError)
+
+
+def test_a_thousand_futures_in_flight_from_one_thread(twin):
+    futures = [twin.submit(futurehelpers.square, n) for n in range(1000)]
+    assert [f.result(timeout=30) for f in futures] == [n * n for n in range(1000)]
+
+
+def test_done_callbacks_run_and_may_call_the_twin_again(twin):
+    seen = []
+    finished = threading.Event()
+
+    def callback(future):
+        # on the completion thread: a blocking call from here must work
+        seen.append((future.result(), twin.execute(futurehelpers.square, 3)))
+        finished.set()
+
+    twin.submit(futurehelpers.square, 2).add_done_callback(callback)
+    assert finished.wait(10)
+    assert seen == [(4, 9)]
+
+
+def test_map_keeps_order_in_chunks_and_honours_its_timeout(twin):
+    items = list(range(250))
+    assert list(twin.map(futurehelpers.square, items)) == [n * n for n in items]
+    assert list(twin.map(futurehelpers.square, items, chunksize=32)) == [n * n for n in items]
+    assert list(twin.map(twinhelpers.add, items, items, chunksize=7)) == [2 * n for n in items]
+    with pytest.raises(ValueError, match="chunksize"):
+        twin.map(futurehelpers.square, items, chunksize=0)
+    results = twin.map(futurehelpers.wait_at, ["map-timeout"], timeout=0.2)
+    with pytest.raises(concurrent.futures.TimeoutError):
+        next(results)
+    twin.execute(futurehelpers.open_gate, "map-timeout")
+
+
+def test_a_twin_ending_mid_call_fails_its_future(fresh_twin):
+    future = fresh_twin.submit(futurehelpers.wait_at, "never-opened")
+    assert procutil.wait_until(lambda: fresh_twin.execute(futurehelpers.arrived, "never-opened"), 10)
+    fresh_twin.stop(grace=0.0)
+    with pytest.raises(errors.TwinterpeterTerminated):
+        future.result(timeout=10)
+    with pytest.raises(errors.TwinterpeterUnavailable):
+        fresh_twin.submit(futurehelpers.square, 1)
+
+
+def test_shutdown_waits_for_the_futures_then_stops_the_twin(fresh_twin):
+    future = fresh_twin.submit(futurehelpers.wait_at, "shutdown", 1)
+    assert procutil.wait_until(lambda: fresh_twin.execute(futurehelpers.arrived, "shutdown"), 10)
+    stopper = threading.Thread(target=fresh_twin.shutdown, daemon=True)
+    stopper.start()
+    # shutdown is waiting for the future: the twin is alive and answers
+    assert fresh_twin.is_alive
+    fresh_twin.execute(futurehelpers.open_gate, "shutdown")
+    stopper.join(30)
+    assert not stopper.is_alive()
+    assert future.result(timeout=0)[0] == 1
+    assert not fresh_twin.is_alive
+
+
+# -- asyncio --------------------------------------------------------------------------
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def test_aexecute_leaves_the_loop_free_while_the_twin_works(twin):
+    async def main():
+        held = asyncio.ensure_future(twin.aexecute(futurehelpers.wait_at, "loop-free", "held"))
+        # the loop runs on: this task sees the call arrive and opens its gate
+        while not await twin.aexecute(futurehelpers.arrived, "loop-free"):
+            await asyncio.sleep(0.005)
+        await twin.aexecute(futurehelpers.open_gate, "loop-free")
+        return await held
+
+    assert run(main())[0] == "held"
+
+
+def test_thousands_of_calls_in_flight_from_one_loop_without_a_thread_each(twin):
+    async def main():
+        before = threading.active_count()
+        calls = [twin.aexecute(futurehelpers.square, n) for n in range(2000)]
+        results = await asyncio.gather(*calls)
+        return results, threading.active_count() - before
+
+    results, new_threads = run(main())
+    assert results == [n * n for n in range(2000)]
+    assert new_threads <= 1  # at most the completion thread, started once
+
+
+def test_aexecute_raises_the_remote_exception(twin):
+    with pytest.raises(KeyError, match="async"):
+        run(twin.aexecute(futurehelpers.fail, "async"))
+
+
+def test_a_cancelled_task_stops_waiting_and_the_twin_stays_usable(twin):
+    async def main():
+        task = asyncio.ensure_future(twin.aexecute(futurehelpers.wait_at, "cancelled"))
+        while not await twin.aexecute(futurehelpers.arrived, "cancelled"):
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await twin.aexecute(futurehelpers.open_gate, "cancelled")  # its late reply is dropped
+        return await twin.aexecute(futurehelpers.square, 5)
+
+    assert run(main()) == 25
+
+
+def test_callbacks_from_the_twin_run_while_the_loop_awaits(twin, flavour):
+    """A chain of depth 20 (twin -> master -> twin ...) started from the loop: the
+    master's side runs on pool threads, never on the waiting loop."""
+
+    async def main():
+        return await twin.aexecute(twinhelpers._bounce, flavour, 20, [])
+
+    trail = run(main())
+    assert len(trail) == 20
+    loop_thread = threading.get_ident()
+    master_threads = {t for (twin_id, pid, t) in trail if twin_id == twinhelpers.kernel_state.MASTER_ID}
+    assert master_threads and loop_thread not in master_threads
+
+
+def test_run_in_executor_runs_in_the_twin(twin):
+    async def main():
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(twin, futurehelpers.wait_at, "executor-open", "x", 0.0)
+
+    twin.execute(futurehelpers.open_gate, "executor-open")
+    assert run(main()) == ("x", twin.pid)
+
+
+# -- TwinPool -------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_a_pool_spreads_calls_over_its_twins(twin_exe, flavour):
+    with TwinPool(twin_exe, size=2, twinterpreter_id="pool-" + flavour) as pool:
+        assert len(pool.twins) == 2 and all(t.is_alive for t in pool.twins)
+        # two calls in flight at once go to the two twins
+        held = [pool.submit(futurehelpers.wait_at, "pool-%s-%d" % (flavour, n), n) for n in range(2)]
+        for n, twin in enumerate(pool.twins):
+            twin.execute(futurehelpers.open_gate, "pool-%s-%d" % (flavour, n))
+        pids = {f.result(timeout=30)[1] for f in held}
+        assert pids == {t.pid for t in pool.twins}
+        assert list(pool.map(futurehelpers.square, range(100), chunksize=10)) == [n * n for n in range(100)]
+    assert not any(t.is_alive for t in pool.twins)
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(futurehelpers.square, 1)
+
+
+def test_a_pool_of_a_missing_interpreter_fails_clearly(tmp_path):
+    with pytest.raises(errors.TwinterpeterUnavailable) as info:
+        TwinPool(str(tmp_path / "no-such-python"), size=2, twinterpreter_id="pool-missing")
+    assert "no-such-python" in str(info.value)
+    for n in range(2):
+        assert not TwinMaster(twinterpreter_id="pool-missing-%d" % n).is_alive
