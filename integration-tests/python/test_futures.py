@@ -9,8 +9,11 @@ import threading
 import pytest
 
 import futurehelpers
+import objhelpers
 import procutil
+import refhelpers
 import twinhelpers
+import cpy2py
 from cpy2py import TwinMaster, TwinPool, errors
 
 
@@ -152,6 +155,33 @@ def test_callbacks_from_the_twin_run_while_the_loop_awaits(twin, flavour):
     loop_thread = threading.get_ident()
     master_threads = {t for (twin_id, pid, t) in trail if twin_id == twinhelpers.kernel_state.MASTER_ID}
     assert master_threads and loop_thread not in master_threads
+
+
+def test_aio_awaits_methods_of_twin_objects_and_of_objects_held_by_reference(twin, flavour):
+    counter = objhelpers.COUNTERS[flavour](10)
+    account = twin.execute(refhelpers.make_account, 100)
+
+    async def main():
+        added = await asyncio.gather(*[cpy2py.aio(counter.add, 1) for _ in range(50)])
+        deposited = await cpy2py.aio(account.deposit, amount=5)
+        where = await cpy2py.aio(counter.ran_in)
+        return sorted(added), deposited, where
+
+    added, deposited, where = run(main())
+    assert added == list(range(11, 61))  # each call ran once, in the twin
+    assert counter.count == 60
+    assert deposited == 105 and twin.execute(refhelpers.balance_of, account) == 105
+    assert where[1] == twin.pid
+
+
+def test_aio_raises_the_remote_exception_and_refuses_local_callables(twin, flavour):
+    counter = objhelpers.COUNTERS[flavour](0)
+    with pytest.raises(TypeError):
+        run(cpy2py.aio(counter.add, "not a number"))
+    with pytest.raises(TypeError, match="method of a proxy"):
+        run(cpy2py.aio(futurehelpers.square, 2))
+    with pytest.raises(TypeError, match="method of a proxy"):
+        run(cpy2py.aio(objhelpers.MasterCounter(0).add, 1))
 
 
 def test_run_in_executor_runs_in_the_twin(twin):

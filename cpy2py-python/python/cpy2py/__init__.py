@@ -65,6 +65,7 @@ from .errors import (  # noqa: E402
     UnpicklableError,
 )
 from ._remote import RemoteObject, always_by_ref, by_ref, by_value  # noqa: E402
+from ._futures import aio  # noqa: E402
 from .function import twinfunction  # noqa: E402
 from .master import TwinMaster  # noqa: E402
 from .pool import TwinPool  # noqa: E402
@@ -80,6 +81,7 @@ __all__ = [
     "by_value",
     "always_by_ref",
     "RemoteObject",
+    "aio",
     "kernel_state",
     "errors",
     "CPy2PyException",

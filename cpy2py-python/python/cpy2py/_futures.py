@@ -1,7 +1,8 @@
 """Calls that do not block the caller: :class:`concurrent.futures.Future` and asyncio.
 
-Private; ``TwinMaster.submit``/``map``/``aexecute`` and :class:`cpy2py.TwinPool` use
-it. A leaf: it imports of cpy2py only the native module.
+Private; ``TwinMaster.submit``/``map``/``aexecute``, :class:`cpy2py.TwinPool` and
+:func:`aio` (exported as ``cpy2py.aio``) live on it. It imports of cpy2py only the
+native module and ``_runtime``.
 
 A request leaves before ``submit`` returns. Its outcome reaches the future from the
 process's one completion thread (``cpy2py-completions``): done-callbacks of a
@@ -27,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optio
 if TYPE_CHECKING:  # asyncio is imported by whoever awaits; a twin's startup skips it
     import asyncio
 
-__all__ = ["Outstanding", "start", "start_async", "map_with", "apply_chunk"]
+from . import _native, _runtime
+
+__all__ = ["Outstanding", "start", "start_async", "map_with", "apply_chunk", "aio"]
 
 #: ``native(on_done)``: sends one request; ``on_done(ok, value)`` gets its outcome.
 Submit = Callable[[Callable[[bool, Any], None]], None]
@@ -159,3 +162,34 @@ def map_with(
                 future.cancel()
 
     return results()
+
+
+def _method_of_proxy(target: Any) -> Optional[Tuple[Any, str]]:
+    """``(proxy, method name)`` if ``target`` is a method of a proxy, or a callable
+    proxy itself (then its ``__call__``); else None."""
+    owner = getattr(target, "__self__", None)
+    if owner is not None and _runtime.proxy_ref(owner) is not None:
+        function = getattr(target, "__func__", None)
+        name = getattr(function, "_cpy2py_forwards", None) or getattr(target, "__name__", None)
+        if isinstance(name, str):
+            return owner, name
+    if _runtime.proxy_ref(target) is not None:
+        return target, "__call__"
+    return None
+
+
+async def aio(method: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """``await cpy2py.aio(proxy.method, *args, **kwargs)``: calls a method of an object
+    that lives in another interpreter (a TwinObject's, or any object's held by
+    reference) without blocking the event loop, as ``TwinMaster.aexecute`` calls
+    functions. A callable proxy itself may be given too (``aio(remote_function)``)."""
+    found = _method_of_proxy(method)
+    if found is None:
+        raise TypeError(
+            "cpy2py.aio takes a method of a proxy (an object living in another interpreter), "
+            "not %r; run functions with TwinMaster.aexecute" % (method,)
+        )
+    proxy, name = found
+    return await start_async(
+        lambda on_done: _native.call_method_async(on_done, proxy, name, args, kwargs or None)
+    )
