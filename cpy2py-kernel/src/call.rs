@@ -3,7 +3,7 @@
 //! meanwhile.
 
 use crate::error::CallError;
-use crate::kernel::{Kernel, SMALL_FRAME};
+use crate::kernel::{Kernel, Registered, SMALL_FRAME};
 use crate::peer::{Peer, lock};
 use crate::proto::Completion;
 use crate::reader::{HeldReader, ReadResult, ReaderDuty};
@@ -22,6 +22,8 @@ pub struct PendingCall {
     route: Arc<Peer>,
     chain: ChainId,
     waiter: Arc<Waiter>,
+    /// When the requester stops waiting (its own or an inherited deadline).
+    deadline: Option<Instant>,
     finished: bool,
 }
 
@@ -36,9 +38,10 @@ impl std::fmt::Debug for PendingCall {
 
 impl Kernel {
     /// Sends `request` to `dst` and returns a handle to wait for its reply on
-    /// this thread. The request continues this thread's chain.
+    /// this thread. The request continues this thread's chain and inherits
+    /// the deadline of the request this thread runs, if any.
     pub fn submit(&self, dst: PeerId, op: Op) -> Result<PendingCall, CallError> {
-        self.submit_inner(dst, op, false)
+        self.submit_inner(dst, op, None, false)
     }
 
     /// Sends `op` to `dst` and waits up to `first_wait` for the outcome:
@@ -51,7 +54,20 @@ impl Kernel {
         op: Op,
         first_wait: Option<Duration>,
     ) -> Result<(PendingCall, Option<Result<Outcome, CallError>>), CallError> {
-        let mut pending = self.submit_inner(dst, op, true)?;
+        self.submit_and_wait_until(dst, op, None, first_wait)
+    }
+
+    /// [`Kernel::submit_and_wait`] for a request due by `deadline`, which
+    /// travels with it: requests `dst` makes on its behalf inherit it. Waiting
+    /// never goes past it (see [`PendingCall::deadline`]).
+    pub fn submit_and_wait_until(
+        &self,
+        dst: PeerId,
+        op: Op,
+        deadline: Option<Instant>,
+        first_wait: Option<Duration>,
+    ) -> Result<(PendingCall, Option<Result<Outcome, CallError>>), CallError> {
+        let mut pending = self.submit_inner(dst, op, deadline, true)?;
         let result = pending.wait(first_wait);
         Ok((pending, result))
     }
@@ -60,18 +76,31 @@ impl Kernel {
         &self,
         dst: PeerId,
         op: Op,
+        deadline: Option<Instant>,
         read_first: bool,
     ) -> Result<PendingCall, CallError> {
         let waiter = waiter::current_waiter().map_err(|_| CallError::ShuttingDown)?;
         let chain = waiter::current_chain(self.shared.me);
-        let (route, id, chain, envelope) =
-            self.register(dst, chain, op, Completion::Thread(Arc::clone(&waiter)))?;
+        let registered = self.register(
+            dst,
+            chain,
+            op,
+            deadline,
+            Completion::Thread(Arc::clone(&waiter)),
+        )?;
+        let Registered {
+            route,
+            id,
+            envelope,
+            deadline,
+        } = registered;
         let call = PendingCall {
             kernel: self.clone(),
             id,
             route: Arc::clone(&route),
             chain,
             waiter,
+            deadline,
             finished: false,
         };
         // Reading first: take the socket from the poll before a small request
@@ -91,14 +120,16 @@ impl Kernel {
         Ok(call)
     }
 
-    /// Calls `op` on `dst` and waits for the outcome (at most `timeout`).
+    /// Calls `op` on `dst` and waits for the outcome (at most `timeout`,
+    /// which travels with the request as its deadline).
     pub fn call(
         &self,
         dst: PeerId,
         op: Op,
         timeout: Option<Duration>,
     ) -> Result<Outcome, CallError> {
-        match self.submit_and_wait(dst, op, timeout)? {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        match self.submit_and_wait_until(dst, op, deadline, timeout)? {
             (_, Some(result)) => result,
             (_, None) => Err(CallError::Timeout),
         }
@@ -124,8 +155,16 @@ impl PendingCall {
         self.id
     }
 
-    /// Waits up to `timeout` (forever if `None`) for the outcome. Returns
-    /// `None` on timeout; the call stays pending and can be waited for again.
+    /// When its requester stops waiting: the deadline it was submitted with or
+    /// the one it inherited, whichever is sooner. [`PendingCall::wait`] never
+    /// waits past it.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Waits up to `timeout` (forever if `None`, never past
+    /// [`PendingCall::deadline`]) for the outcome. Returns `None` on timeout;
+    /// the call stays pending and can be waited for again.
     ///
     /// While waiting, this thread reads the socket the reply comes from and
     /// runs requests of its own chain (nested callbacks) that arrive meanwhile.
@@ -133,7 +172,8 @@ impl PendingCall {
         if self.finished {
             return Some(Err(CallError::Timeout));
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let own = timeout.and_then(|t| Instant::now().checked_add(t));
+        let deadline = waiter::sooner(own, self.deadline);
         let kernel = self.kernel.clone();
         let route = Arc::clone(&self.route);
         // Passes on a reader role left to this thread that it does not use.

@@ -84,6 +84,11 @@ impl Kernel {
                     tracing::error!("the handler panicked in retain");
                 }
             }
+            Event::Cancel(src, id) => {
+                if catch_unwind(AssertUnwindSafe(|| handler.cancel(src, id))).is_err() {
+                    tracing::error!("the handler panicked in cancel");
+                }
+            }
             Event::PeerLost { peer, reason } => {
                 // Its objects are gone too, and so is any route to it that the
                 // handler keeps (a restarted twin gets a new number).

@@ -1,7 +1,8 @@
 //! The interface a host implements to serve requests.
 
 use crate::Kernel;
-use cpy2py_wire::{ChainId, Op, Outcome, PeerId, Release, Retain};
+use cpy2py_wire::{ChainId, Op, Outcome, PeerId, Release, RequestId, Retain};
+use std::time::Instant;
 
 /// Where a request came from, handed to [`Handler::handle`].
 pub struct RequestContext<'a> {
@@ -12,6 +13,12 @@ pub struct RequestContext<'a> {
     /// The logical thread the request belongs to; nested calls made from the
     /// handler continue it.
     pub chain: ChainId,
+    /// The request's id, as the sender knows it (see [`Handler::cancel`]).
+    pub id: RequestId,
+    /// When the requester stops waiting, if it said. Nested calls made from
+    /// the handler's thread inherit it: they fail with
+    /// [`crate::CallError::Timeout`] once it passes.
+    pub deadline: Option<Instant>,
 }
 
 /// Serves the requests that reach this process. Implemented by the host (the
@@ -41,6 +48,15 @@ pub trait Handler: Send + Sync + 'static {
     /// one interpreter thread state per pool thread this way.
     fn run_thread(&self, body: Box<dyn FnOnce() + Send>) {
         body();
+    }
+
+    /// `from` no longer waits for its request `id` (the one whose
+    /// [`RequestContext`] has these `src` and `id`). Interrupt it if it still
+    /// runs; its reply is sent as usual and discarded. Called on the thread
+    /// that read the message, possibly before the request started or after it
+    /// finished: both are no-ops. Keep it short; it must not block.
+    fn cancel(&self, from: PeerId, id: RequestId) {
+        let _ = (from, id);
     }
 
     /// `peer` is gone (`reason` says how); every call pending on it has failed.

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 /// The poll token of the timer for unattended sockets (see `pass_reader_role`).
@@ -445,24 +445,48 @@ impl Kernel {
         })
     }
 
-    /// Registers a request to `dst` on `chain` with the core: the socket to
-    /// write it to, its id and its envelope.
+    /// Registers a request to `dst` on `chain` with the core, due by
+    /// `deadline` or by the deadline of the request this thread runs,
+    /// whichever is sooner. Fails with [`CallError::Timeout`] if that has
+    /// passed: the request would be discarded on arrival.
     pub(crate) fn register(
         &self,
         dst: PeerId,
         chain: cpy2py_wire::ChainId,
         op: Op,
+        deadline: Option<Instant>,
         completion: Completion<Arc<Waiter>>,
-    ) -> Result<(Arc<Peer>, RequestId, cpy2py_wire::ChainId, Envelope), CallError> {
+    ) -> Result<Registered, CallError> {
+        let deadline = waiter::sooner(deadline, waiter::current_deadline());
+        let time_left_us = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(CallError::Timeout);
+                }
+                Some(u64::try_from(left.as_micros()).unwrap_or(u64::MAX).max(1))
+            }
+        };
         let waits = matches!(completion, Completion::Thread(_));
         let (hop, id) = self.proto().submit(dst, chain, completion)?;
         let envelope = Envelope {
             src: self.shared.me,
             dst,
-            message: Message::Request(Request { id, chain, op }),
+            message: Message::Request(Request {
+                id,
+                chain,
+                op,
+                time_left_us,
+            }),
         };
         match self.open_peer(hop) {
-            Ok(route) => Ok((route, id, chain, envelope)),
+            Ok(route) => Ok(Registered {
+                route,
+                id,
+                envelope,
+                deadline,
+            }),
             Err(e) => {
                 // Closed between the two lookups: the core's sweep failed the
                 // request, or the request never leaves.
@@ -483,21 +507,36 @@ impl Kernel {
     ///
     /// `Ok`: `callback` runs exactly once. `Err`: the request was not made and
     /// `callback` never runs.
+    ///
+    /// `deadline` travels with the request (nested calls made on its behalf
+    /// inherit it), as does the deadline of the request this thread runs, if
+    /// sooner; the callback still waits for the reply. [`Kernel::cancel`]
+    /// with `dst` and the id returned cancels the request.
     pub fn submit_with_callback(
         &self,
         dst: PeerId,
         op: Op,
+        deadline: Option<Instant>,
         callback: Callback,
     ) -> Result<RequestId, CallError> {
         let chain = waiter::detached_chain(self.shared.me);
-        let (route, id, _, envelope) =
-            self.register(dst, chain, op, Completion::Callback(callback))?;
-        if let Err(e) = self.send_to(&route, &envelope) {
+        let registered = self.register(dst, chain, op, deadline, Completion::Callback(callback))?;
+        let id = registered.id;
+        if let Err(e) = self.send_to(&registered.route, &registered.envelope) {
             // Registered: the callback learns of it (from here, or from the
             // sweep of the lost peer if that came first).
             self.complete(id, Err(e));
         }
         Ok(id)
+    }
+
+    /// Tells `dst` that this process no longer waits for its request `id`
+    /// (fire-and-forget): `dst` interrupts it if it still runs (see
+    /// [`Handler::cancel`]). The request stays pending here until its reply
+    /// (or its peer's loss) completes it, so a callback still runs once.
+    /// Cancelling a request that has finished does nothing.
+    pub fn cancel(&self, dst: PeerId, id: RequestId) -> Result<(), CallError> {
+        self.send_message(dst, Message::Cancel { id })
     }
 
     /// Sends dropped references to `dst` (fire-and-forget).
@@ -559,4 +598,14 @@ impl Kernel {
             Err(e) => tracing::debug!(peer = src.0, error = %e, "reply not sent"),
         }
     }
+}
+
+/// A request registered with the core and ready to write.
+pub(crate) struct Registered {
+    /// The socket it is written to.
+    pub(crate) route: Arc<Peer>,
+    pub(crate) id: RequestId,
+    pub(crate) envelope: Envelope,
+    /// When its requester stops waiting, if ever.
+    pub(crate) deadline: Option<Instant>,
 }

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Who does what in the pool.
 #[derive(Default)]
@@ -39,7 +39,15 @@ impl Kernel {
     /// Runs a request on this thread; returns where its reply goes.
     pub(crate) fn handle_inbound(&self, inbound: Inbound) -> (PeerId, RequestId, Outcome) {
         let Inbound { src, request } = inbound;
-        let Request { id, chain, op } = request;
+        let Request {
+            id,
+            chain,
+            op,
+            time_left_us,
+        } = request;
+        // From when it runs: time spent queued here is not counted.
+        let deadline =
+            time_left_us.and_then(|us| Instant::now().checked_add(Duration::from_micros(us)));
         let _span = tracing::trace_span!(
             "request",
             src = src.0,
@@ -49,11 +57,13 @@ impl Kernel {
         )
         .entered();
         let outcome = {
-            let _chain = ChainGuard::enter(chain);
+            let _chain = ChainGuard::enter(chain, deadline);
             let ctx = RequestContext {
                 kernel: self,
                 src,
                 chain,
+                id,
+                deadline,
             };
             let handler = &self.shared.handler;
             match catch_unwind(AssertUnwindSafe(|| handler.handle(&ctx, op))) {

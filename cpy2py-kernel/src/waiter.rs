@@ -10,6 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 /// What a thread blocked in the kernel can be woken for.
 pub(crate) struct Waiter {
@@ -115,7 +116,9 @@ static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 struct ThreadState {
     waiter: RefCell<Option<Arc<Waiter>>>,
     number: Cell<u64>,
-    chains: RefCell<Vec<ChainId>>,
+    /// The chains of the requests this thread runs, innermost last, each with
+    /// its deadline.
+    chains: RefCell<Vec<(ChainId, Option<Instant>)>>,
 }
 
 thread_local! {
@@ -151,7 +154,7 @@ pub(crate) fn is_current(waiter: &Arc<Waiter>) -> bool {
 /// own (started here, in peer `me`).
 pub(crate) fn current_chain(me: PeerId) -> ChainId {
     THREAD.with(|t| {
-        if let Some(chain) = t.chains.borrow().last() {
+        if let Some((chain, _)) = t.chains.borrow().last() {
             return *chain;
         }
         let mut number = t.number.get();
@@ -166,6 +169,19 @@ pub(crate) fn current_chain(me: PeerId) -> ChainId {
     })
 }
 
+/// The deadline of the request this thread runs (innermost), if it has one.
+pub(crate) fn current_deadline() -> Option<Instant> {
+    THREAD.with(|t| t.chains.borrow().last().and_then(|(_, deadline)| *deadline))
+}
+
+/// The sooner of two deadlines (`None`: never).
+pub(crate) fn sooner(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// A chain of its own for a request no thread waits for: requests made back
 /// on it cannot go to a waiting thread, so they run on the pool.
 pub(crate) fn detached_chain(me: PeerId) -> ChainId {
@@ -175,12 +191,13 @@ pub(crate) fn detached_chain(me: PeerId) -> ChainId {
     }
 }
 
-/// While alive, this thread is on `chain` (it runs a request of that chain).
+/// While alive, this thread is on `chain` (it runs a request of that chain),
+/// and its calls inherit that request's deadline.
 pub(crate) struct ChainGuard(());
 
 impl ChainGuard {
-    pub(crate) fn enter(chain: ChainId) -> ChainGuard {
-        THREAD.with(|t| t.chains.borrow_mut().push(chain));
+    pub(crate) fn enter(chain: ChainId, deadline: Option<Instant>) -> ChainGuard {
+        THREAD.with(|t| t.chains.borrow_mut().push((chain, deadline)));
         ChainGuard(())
     }
 }

@@ -7,7 +7,7 @@ use common::local;
 use cpy2py_kernel::{
     CallError, Handler, Kernel, KernelConfig, RequestContext, SocketTransport, TwinInfo,
 };
-use cpy2py_wire::{Op, Outcome, PeerId, RemoteError, Value};
+use cpy2py_wire::{Op, Outcome, PeerId, RemoteError, RequestId, Value};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -102,10 +102,53 @@ impl Handler for Calc {
                 note_sleep(tag, true);
                 Outcome::Ok(Value::None)
             }
+            // Milliseconds left of this request's deadline (None: none).
+            ("time_left", []) => Outcome::Ok(match ctx.deadline {
+                Some(d) => {
+                    Value::Int(d.saturating_duration_since(Instant::now()).as_millis() as i64)
+                }
+                None => Value::None,
+            }),
+            // A nested call to the requester, without a timeout of its own.
+            ("nested", [Value::Str(name), rest @ ..]) => {
+                match ctx.kernel.call(ctx.src, call_op(name, rest.to_vec()), None) {
+                    Ok(outcome) => outcome,
+                    Err(CallError::Timeout) => Outcome::Ok(Value::Str("timed out".into())),
+                    Err(e) => Outcome::Err(error(&format!("nested call failed: {e}"))),
+                }
+            }
+            // Waits until the requester cancels this very request.
+            ("until_cancelled", []) => {
+                let mine = (ctx.src, ctx.id);
+                let mut cancels = CANCELS.lock().unwrap_or_else(PoisonError::into_inner);
+                let started = Instant::now();
+                while !cancels.contains(&mine) {
+                    if started.elapsed() > Duration::from_secs(10) {
+                        return Outcome::Ok(Value::Str("never cancelled".into()));
+                    }
+                    cancels = CANCELS_CHANGED
+                        .wait_timeout(cancels, Duration::from_secs(1))
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                Outcome::Ok(Value::Str("cancelled".into()))
+            }
             _ => Outcome::Err(error(&format!("no function {qualname}"))),
         }
     }
+
+    fn cancel(&self, from: PeerId, id: RequestId) {
+        CANCELS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((from, id));
+        CANCELS_CHANGED.notify_all();
+    }
 }
+
+/// Requests cancelled by their senders, as `Calc::cancel` heard of them.
+static CANCELS: Mutex<Vec<(PeerId, RequestId)>> = Mutex::new(Vec::new());
+static CANCELS_CHANGED: Condvar = Condvar::new();
 
 fn error(message: &str) -> RemoteError {
     RemoteError {
@@ -445,6 +488,105 @@ fn timeouts_abandon_the_call_and_the_late_reply_is_discarded() {
             LIMIT
         )),
         15
+    );
+    assert_eq!(master.pending_calls(), 0);
+    master.shutdown(Duration::from_secs(1));
+    twin.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_deadline_travels_with_the_request_and_nested_calls_inherit_it() {
+    let (master, twin, info) = pair();
+    let left = master.call(
+        info.peer,
+        call_op("time_left", vec![]),
+        Some(Duration::from_secs(5)),
+    );
+    match left {
+        Ok(Outcome::Ok(Value::Int(ms))) => assert!((1..=5000).contains(&ms), "{ms} ms left"),
+        other => panic!("expected the time left, got {other:?}"),
+    }
+    let none = master.call(info.peer, call_op("time_left", vec![]), None);
+    assert!(matches!(none, Ok(Outcome::Ok(Value::None))), "{none:?}");
+    // The twin calls back into the master without a timeout of its own, and
+    // the master's side sleeps well past the deadline: the twin's nested call
+    // times out at the deadline instead, and the twin answers before the
+    // sleep ends. (Submitted with a callback, so that the sleep runs on the
+    // master's pool, not on a thread waiting for the answer.)
+    let (sender, outcomes) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    master
+        .submit_with_callback(
+            info.peer,
+            call_op(
+                "nested",
+                vec![
+                    Value::Str("sleep".into()),
+                    Value::Int(3000),
+                    Value::Str("nested".into()),
+                ],
+            ),
+            Instant::now().checked_add(Duration::from_millis(300)),
+            Box::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        )
+        .expect("submitted");
+    let nested = outcomes.recv_timeout(Duration::from_secs(20));
+    let took = started.elapsed();
+    assert!(
+        matches!(&nested, Ok(Ok(Outcome::Ok(Value::Str(s)))) if s == "timed out"),
+        "{nested:?} after {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after the master's sleep ended ({took:?}), not at the deadline"
+    );
+    // And the nested call's own deadline reached the master's handler.
+    let inherited = master.call(
+        info.peer,
+        call_op("nested", vec![Value::Str("time_left".into())]),
+        Some(Duration::from_secs(3)),
+    );
+    match inherited {
+        Ok(Outcome::Ok(Value::Int(ms))) => assert!((1..=3000).contains(&ms), "{ms} ms left"),
+        other => panic!("expected the inherited time left, got {other:?}"),
+    }
+    wait_for_sleep("nested", true);
+    master.shutdown(Duration::from_secs(1));
+    twin.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn a_cancel_reaches_the_running_request_and_its_callback_still_runs_once() {
+    let (master, twin, info) = pair();
+    let (sender, outcomes) = std::sync::mpsc::channel();
+    let id = master
+        .submit_with_callback(
+            info.peer,
+            call_op("until_cancelled", vec![]),
+            None,
+            Box::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        )
+        .expect("submitted");
+    master.cancel(info.peer, id).expect("cancel sent");
+    let first = outcomes.recv_timeout(Duration::from_secs(10));
+    assert!(
+        matches!(&first, Ok(Ok(Outcome::Ok(Value::Str(s)))) if s == "cancelled"),
+        "{first:?}"
+    );
+    assert!(outcomes.recv_timeout(Duration::from_millis(100)).is_err());
+    // Cancelling what has finished changes nothing.
+    master.cancel(info.peer, id).expect("cancel sent");
+    assert_eq!(
+        int(master.call(
+            info.peer,
+            call_op("add", vec![Value::Int(1), Value::Int(2)]),
+            LIMIT
+        )),
+        3
     );
     assert_eq!(master.pending_calls(), 0);
     master.shutdown(Duration::from_secs(1));

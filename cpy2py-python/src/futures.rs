@@ -93,7 +93,7 @@ fn submit(
         }
     });
     // The request's values were encoded above; sending needs no GIL.
-    py.detach(|| kernel.submit_with_callback(dst, op, callback))
+    py.detach(|| kernel.submit_with_callback(dst, op, None, callback))
         .map(drop)
         .map_err(|e| crate::errors::call_error(py, e, &described))
 }

@@ -53,6 +53,7 @@ fn request(op: Op) -> Message {
             thread: 1,
         },
         op,
+        time_left_us: None,
     })
 }
 

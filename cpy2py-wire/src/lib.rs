@@ -52,4 +52,4 @@ pub use crate::value::{ObjectRef, RefKind, SPECIAL_METHODS, Value};
 
 /// Version of the protocol spoken by this crate; peers with another version are
 /// refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;

@@ -43,6 +43,13 @@ pub enum Message {
     /// carries them; the star's per-link FIFO order makes it arrive before any
     /// release by the new holders.
     Retain(Retain),
+    /// Fire-and-forget, to the destination of request `id`: its sender no longer
+    /// waits for it. The destination interrupts it if it is still running and
+    /// replies as usual; the reply is discarded (new in protocol version 5).
+    Cancel {
+        /// The sender's request.
+        id: RequestId,
+    },
 }
 
 /// References handed on by the sender to third peers.
@@ -80,6 +87,11 @@ pub struct Request {
     pub chain: ChainId,
     /// What to do.
     pub op: Op,
+    /// Microseconds left until the requester's deadline when the request was
+    /// sent, or `None` for no deadline. Relative, so that the peers' clocks
+    /// need not agree; requests the destination makes on its behalf inherit
+    /// what is left (new in protocol version 5).
+    pub time_left_us: Option<u64>,
 }
 
 /// Keyword arguments, in call order.

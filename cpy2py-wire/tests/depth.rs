@@ -206,6 +206,7 @@ fn request(op: Op) -> Envelope {
                 thread: 0,
             },
             op,
+            time_left_us: None,
         }),
     }
 }

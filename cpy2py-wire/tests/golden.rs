@@ -66,7 +66,7 @@ fn assert_value(value: Value, parts: &[&[u8]]) {
 
 #[test]
 fn protocol_version_matches_these_vectors() {
-    assert_eq!(PROTOCOL_VERSION, 4);
+    assert_eq!(PROTOCOL_VERSION, 5);
 }
 
 // ---------------------------------------------------------------------------
@@ -156,6 +156,9 @@ fn hello() {
 /// `ChainId { origin: PeerId(1), thread: 200 }` (200 = 0xc8 0x01).
 const REQUEST_PREFIX: &[u8] = &[1, 0, 1, 3, 7, 1, 0xc8, 0x01];
 
+/// `time_left_us: None`, after every request's op.
+const NO_DEADLINE: &[u8] = &[0];
+
 fn request(op: Op) -> Envelope {
     Envelope {
         src: PeerId(1),
@@ -170,6 +173,7 @@ fn request(op: Op) -> Envelope {
                 thread: 200,
             },
             op,
+            time_left_us: None,
         }),
     }
 }
@@ -184,7 +188,7 @@ fn request_call_global() {
             kwargs: vec![("mod".into(), Value::Int(7))],
         }),
         &[
-            &[30, 0, 0, 0],
+            &[31, 0, 0, 0],
             REQUEST_PREFIX,
             &[0], // Op::CallGlobal
             &[4], // module
@@ -198,6 +202,7 @@ fn request_call_global() {
             &[3],
             b"mod",
             &[2, 14], // Value::Int(7): zigzag 14
+            NO_DEADLINE,
         ],
     );
 }
@@ -214,7 +219,7 @@ fn request_call_value() {
             kwargs: vec![("end".into(), Value::Str(String::new()))],
         }),
         &[
-            &[37, 0, 0, 0],
+            &[38, 0, 0, 0],
             REQUEST_PREFIX,
             &[1],     // Op::CallValue
             &[12, 8], // Value::Global, module
@@ -227,6 +232,7 @@ fn request_call_value() {
             &[1, 3], // kwargs: 1 pair
             b"end",
             &[5, 0], // Value::Str("")
+            NO_DEADLINE,
         ],
     );
 }
@@ -246,7 +252,7 @@ fn request_call_method() {
             kwargs: vec![],
         }),
         &[
-            &[33, 0, 0, 0],
+            &[34, 0, 0, 0],
             REQUEST_PREFIX,
             &[2],    // Op::CallMethod
             &[0, 5], // ObjectRef: owner, id
@@ -259,6 +265,7 @@ fn request_call_method() {
             b"add",
             &[1, 2, 2], // args: [Value::Int(1)]
             &[0],       // kwargs: empty
+            NO_DEADLINE,
         ],
     );
 }
@@ -282,7 +289,15 @@ fn request_get_attr() {
             target: ref_5(),
             name: "x".into(),
         }),
-        &[&[16, 0, 0, 0], REQUEST_PREFIX, &[3], REF_5, &[1], b"x"],
+        &[
+            &[17, 0, 0, 0],
+            REQUEST_PREFIX,
+            &[3],
+            REF_5,
+            &[1],
+            b"x",
+            NO_DEADLINE,
+        ],
     );
 }
 
@@ -295,13 +310,14 @@ fn request_set_attr() {
             value: Value::Float(1.5),
         }),
         &[
-            &[25, 0, 0, 0],
+            &[26, 0, 0, 0],
             REQUEST_PREFIX,
             &[4], // Op::SetAttr
             REF_5,
             &[1],
             b"x",
             &[4, 0, 0, 0, 0, 0, 0, 0xf8, 0x3f], // Value::Float(1.5) = 0x3ff8_0000_0000_0000
+            NO_DEADLINE,
         ],
     );
 }
@@ -313,7 +329,15 @@ fn request_del_attr() {
             target: ref_5(),
             name: "x".into(),
         }),
-        &[&[16, 0, 0, 0], REQUEST_PREFIX, &[5], REF_5, &[1], b"x"],
+        &[
+            &[17, 0, 0, 0],
+            REQUEST_PREFIX,
+            &[5],
+            REF_5,
+            &[1],
+            b"x",
+            NO_DEADLINE,
+        ],
     );
 }
 
@@ -329,7 +353,7 @@ fn request_instantiate() {
             kwargs: vec![("start".into(), Value::Int(10))],
         }),
         &[
-            &[32, 0, 0, 0],
+            &[33, 0, 0, 0],
             REQUEST_PREFIX,
             &[6],     // Op::Instantiate
             &[12, 3], // Value::Global
@@ -340,6 +364,52 @@ fn request_instantiate() {
             &[1, 5], // kwargs: 1 pair
             b"start",
             &[2, 20], // Value::Int(10): zigzag 20
+            NO_DEADLINE,
+        ],
+    );
+}
+
+#[test]
+fn request_with_a_deadline() {
+    let mut envelope = request(Op::DelAttr {
+        target: ref_5(),
+        name: "x".into(),
+    });
+    if let Message::Request(request) = &mut envelope.message {
+        request.time_left_us = Some(1_500_000);
+    }
+    assert_frame(
+        envelope,
+        &[
+            &[20, 0, 0, 0],
+            REQUEST_PREFIX,
+            &[5],
+            REF_5,
+            &[1],
+            b"x",
+            &[1, 0xe0, 0xc6, 0x5b], // Some(1_500_000): varint of 0x16e360
+        ],
+    );
+}
+
+#[test]
+fn cancel() {
+    assert_frame(
+        Envelope {
+            src: PeerId::MASTER,
+            dst: PeerId(2),
+            message: Message::Cancel {
+                id: RequestId {
+                    index: 300,
+                    generation: 1,
+                },
+            },
+        },
+        &[
+            &[6, 0, 0, 0],
+            &[0, 2],          // src, dst
+            &[7],             // Message::Cancel
+            &[0xac, 0x02, 1], // RequestId { index: 300, generation: 1 }
         ],
     );
 }

@@ -346,7 +346,11 @@ fn expect(mut rest: &[u8], decoder: &FrameDecoder, me: PeerId) -> Expect {
         } else {
             matches!(
                 message,
-                Message::Request(_) | Message::Reply(_) | Message::Release(_) | Message::Retain(_)
+                Message::Request(_)
+                    | Message::Reply(_)
+                    | Message::Release(_)
+                    | Message::Retain(_)
+                    | Message::Cancel { .. }
             )
         };
         if !allowed {

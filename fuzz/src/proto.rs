@@ -162,6 +162,7 @@ impl Star {
                 id,
                 chain,
                 op: call(token),
+                time_left_us: None,
             }),
         };
         self.write(node, hop, frame(&request));
@@ -246,7 +247,7 @@ impl Star {
                 Event::Completed(Completed::Wake(thread)) => self.wakes.push((node, thread)),
                 Event::Completed(Completed::Deliver(callback, result)) => callback(result),
                 Event::Completed(Completed::Stale) => {}
-                Event::Release(..) | Event::Retain(..) => {}
+                Event::Release(..) | Event::Retain(..) | Event::Cancel(..) => {}
                 Event::PeerLost { peer, .. } => {
                     assert_eq!(peer, SELF, "{node:?} lost peer {peer}, which never left")
                 }

@@ -134,6 +134,8 @@ fn kernel_scenarios() -> Vec<(String, Vec<Envelope>)> {
     with_hello("forward-reply-to-other", vec![reply(OTHER, ok_outcome())]);
     with_hello("release", vec![release(PeerId::MASTER)]);
     with_hello("retain", vec![retain(PeerId::MASTER)]);
+    with_hello("cancel", vec![cancel(PeerId::MASTER)]);
+    with_hello("forward-cancel-to-other", vec![cancel(OTHER)]);
     with_hello(
         "forward-release-retain-to-other",
         vec![release(OTHER), retain(OTHER)],
@@ -250,6 +252,7 @@ fn single_envelopes() -> Vec<Envelope> {
                 thread: 1,
             },
             op: call_global("__main__", "hot_loop", vec![Value::Int(1000)]),
+            time_left_us: Some(2_000_000),
         })),
         to_twin(Message::Reply(Reply {
             id: RequestId {
@@ -279,6 +282,19 @@ fn twin_hello(peer: PeerId, twin_id: &str, protocol: u32) -> Hello {
     }
 }
 
+fn cancel(dst: PeerId) -> Envelope {
+    Envelope {
+        src: SELF,
+        dst,
+        message: Message::Cancel {
+            id: RequestId {
+                index: 0,
+                generation: 1,
+            },
+        },
+    }
+}
+
 fn from_self(message: Message) -> Envelope {
     Envelope {
         src: SELF,
@@ -301,6 +317,7 @@ fn request(dst: PeerId, index: u32, op: Op) -> Envelope {
                 thread: 1,
             },
             op,
+            time_left_us: None,
         }),
     }
 }
@@ -483,6 +500,7 @@ fn describe(envelope: &Envelope) -> String {
         Message::Shutdown => "shutdown",
         Message::PeerGone { .. } => "peer-gone",
         Message::Retain(_) => "retain",
+        Message::Cancel { .. } => "cancel",
     };
     format!("{what}-{}-to-{}", envelope.src.0, envelope.dst.0)
 }

@@ -325,6 +325,7 @@ impl<W: Clone> Endpoint<W> {
                 self.events.push_back(Event::Release(envelope.src, release))
             }
             Message::Retain(retain) => self.events.push_back(Event::Retain(envelope.src, retain)),
+            Message::Cancel { id } => self.events.push_back(Event::Cancel(envelope.src, id)),
             Message::Shutdown => match self.role {
                 Role::Twin => self.begin_stop(),
                 Role::Master => return Err(Violation::ShutdownToMaster),
@@ -366,7 +367,8 @@ impl<W: Clone> Endpoint<W> {
                 Message::Request(_)
                 | Message::Reply(_)
                 | Message::Release(_)
-                | Message::Retain(_) => {}
+                | Message::Retain(_)
+                | Message::Cancel { .. } => {}
                 other => {
                     return Err(Violation::ForbiddenForward {
                         from,
@@ -413,7 +415,10 @@ impl<W: Clone> Endpoint<W> {
                 }),
             };
             self.transmits
-                .push_back(Transmit::Message { to: from, envelope });
+                .push_back(Transmit::Message {
+                    to: from,
+                    envelope: Box::new(envelope),
+                });
         }
     }
 
@@ -461,7 +466,7 @@ impl<W: Clone> Endpoint<W> {
                 };
                 self.transmits.push_back(Transmit::Message {
                     to: other,
-                    envelope,
+                    envelope: Box::new(envelope),
                 });
             }
         }
@@ -550,5 +555,6 @@ pub fn message_kind(message: &Message) -> &'static str {
         Message::Shutdown => "Shutdown",
         Message::PeerGone { .. } => "PeerGone",
         Message::Retain(_) => "Retain",
+        Message::Cancel { .. } => "Cancel",
     }
 }

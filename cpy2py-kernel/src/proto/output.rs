@@ -2,7 +2,7 @@
 //! it closes a peer ([`Violation`]).
 
 use super::{Completed, Inbound};
-use cpy2py_wire::{Envelope, PeerId, Release, Retain};
+use cpy2py_wire::{Envelope, PeerId, Release, RequestId, Retain};
 use std::collections::VecDeque;
 
 /// Why a peer is closed: it broke the protocol.
@@ -64,6 +64,8 @@ pub enum Event<W> {
     Release(PeerId, Release),
     /// A peer hands references to objects native here on (see [`Retain`]).
     Retain(PeerId, Retain),
+    /// A peer no longer waits for its request: interrupt it if it runs here.
+    Cancel(PeerId, RequestId),
     /// A peer is gone, every call pending on it failed.
     PeerLost {
         /// The peer.
@@ -92,8 +94,8 @@ pub enum Transmit {
     Message {
         /// The peer to write to.
         to: PeerId,
-        /// The envelope.
-        envelope: Envelope,
+        /// The envelope (boxed: these are rare, forwards are not).
+        envelope: Box<Envelope>,
     },
 }
 

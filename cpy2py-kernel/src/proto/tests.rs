@@ -129,6 +129,7 @@ impl Star {
                 id,
                 chain,
                 op: op(token),
+                time_left_us: None,
             }),
         };
         self.send(node, &envelope);
@@ -622,6 +623,36 @@ fn releases_and_retains_reach_the_handler_with_their_sender() {
     assert!(matches!(&events[..], [Event::Release(PeerId(1), r)] if *r == release));
 }
 
+#[test]
+fn a_cancel_reaches_the_callee_through_the_master_and_the_call_stays_pending() {
+    let mut star = Star::new(2);
+    let id = star.call(1, 5, chain(1, 5), 2, 7);
+    star.settle();
+    let (_, inbound) = star.requests(2).pop().expect("request");
+    let cancel = |dst: u32| Envelope {
+        src: PeerId(1),
+        dst: PeerId(dst),
+        message: Message::Cancel { id },
+    };
+    star.send(1, &cancel(2));
+    star.settle();
+    let events = star.take_events(2);
+    assert!(matches!(&events[..], [Event::Cancel(PeerId(1), c)] if *c == id));
+    // Addressed to the master, it is the master's to act on.
+    star.send(1, &cancel(0));
+    star.settle();
+    let events = star.take_events(0);
+    assert!(matches!(&events[..], [Event::Cancel(PeerId(1), c)] if *c == id));
+    // The caller still gets the callee's reply: the cancel completed nothing.
+    assert!(!star.nodes[1].has_result(id));
+    star.reply(2, &inbound, Value::Int(8));
+    star.settle();
+    assert_eq!(
+        result_value(&star.nodes[1].take(id).expect("reply")),
+        Ok(Value::Int(8))
+    );
+}
+
 // ----- random interleavings ---------------------------------------------------------
 
 /// One call of a random workload: `node` calls `dst`; the callee first makes
@@ -746,6 +777,7 @@ fn run_plans(
                                 id,
                                 chain: inbound.request.chain,
                                 op: op(token),
+                                time_left_us: None,
                             }),
                         };
                         star.send(node, &envelope);

@@ -292,11 +292,18 @@ pub fn message() -> impl Strategy<Value = Message> {
                     })
                 }
             ),
-        (request_id(), chain(), op()).prop_map(|(id, chain, op)| Message::Request(Request {
-            id,
-            chain,
-            op
-        })),
+        (
+            request_id(),
+            chain(),
+            op(),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(id, chain, op, time_left_us)| Message::Request(Request {
+                id,
+                chain,
+                op,
+                time_left_us,
+            })),
         (
             request_id(),
             prop_oneof![
@@ -309,6 +316,7 @@ pub fn message() -> impl Strategy<Value = Message> {
         vec((any::<u64>().prop_map(ObjectId), any::<u64>()), 0..8)
             .prop_map(|objects| Message::Release(Release { objects })),
         Just(Message::Shutdown),
+        request_id().prop_map(|id| Message::Cancel { id }),
     ]
 }
 
