@@ -269,10 +269,18 @@ impl PendingCall {
                     duty.owed = false;
                     let _ = kernel.watch(&self.route, false);
                     let mut runnable = Vec::new();
-                    // Until woken for something else, timed out, or done.
-                    while let Ok(ready) =
-                        sys::poll2(self.route.fd(), Some(self.waiter.fd()), false, remaining)
-                    {
+                    // Until woken for something else, timed out, or done. The
+                    // time left shrinks as frames for others keep coming.
+                    loop {
+                        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                        if left.is_some_and(|l| l.is_zero()) {
+                            break;
+                        }
+                        let Ok(ready) =
+                            sys::poll2(self.route.fd(), Some(self.waiter.fd()), false, left)
+                        else {
+                            break;
+                        };
                         if ready.second {
                             self.waiter.consume();
                         }

@@ -84,4 +84,5 @@ pub use crate::kernel::{Kernel, KernelConfig, LocalInfo, PeerInfo, Role};
 pub use crate::proto::Callback;
 pub use crate::spawn::{TwinInfo, TwinSpec};
 pub use crate::transport::{PipeTransport, SocketTransport, Transport};
+pub use crate::waiter::current_deadline;
 pub use cpy2py_wire as wire;

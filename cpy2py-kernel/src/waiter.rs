@@ -169,8 +169,9 @@ pub(crate) fn current_chain(me: PeerId) -> ChainId {
     })
 }
 
-/// The deadline of the request this thread runs (innermost), if it has one.
-pub(crate) fn current_deadline() -> Option<Instant> {
+/// The deadline of the request this thread serves (the innermost, if it
+/// serves nested ones), if it has one: calls made from here inherit it.
+pub fn current_deadline() -> Option<Instant> {
     THREAD.with(|t| t.chains.borrow().last().and_then(|(_, deadline)| *deadline))
 }
 

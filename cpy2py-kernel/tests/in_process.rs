@@ -592,3 +592,43 @@ fn a_cancel_reaches_the_running_request_and_its_callback_still_runs_once() {
     master.shutdown(Duration::from_secs(1));
     twin.shutdown(Duration::from_secs(1));
 }
+
+#[test]
+fn a_timeout_holds_while_frames_for_other_threads_keep_arriving() {
+    let (master, twin, info) = pair();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Replies for this thread arrive every few hundred microseconds on the
+    // socket the timed call's thread reads.
+    let chatter = {
+        let (master, stop) = (master.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = master.call(
+                    info.peer,
+                    call_op("add", vec![Value::Int(1), Value::Int(1)]),
+                    LIMIT,
+                );
+            }
+        })
+    };
+    let started = Instant::now();
+    let result = master.call(
+        info.peer,
+        call_op(
+            "sleep",
+            vec![Value::Int(3000), Value::Str("chatter".into())],
+        ),
+        Some(Duration::from_millis(200)),
+    );
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    chatter.join().expect("chatter thread");
+    assert!(matches!(result, Err(CallError::Timeout)), "got {result:?}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "timed out only after the call ended ({took:?})"
+    );
+    wait_for_sleep("chatter", true);
+    master.shutdown(Duration::from_secs(1));
+    twin.shutdown(Duration::from_secs(1));
+}

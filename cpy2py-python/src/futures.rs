@@ -10,11 +10,12 @@
 use crate::convert::Encoder;
 use crate::{call_op, describe_callable, kernel, objects, outcome_to_python, prepare};
 use cpy2py_kernel::{CallError, Kernel};
-use cpy2py_wire::{Op, Outcome, PeerId};
+use cpy2py_wire::{Op, Outcome, PeerId, RequestId};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Sender, channel};
+use std::time::Instant;
 
 /// An outcome on its way to its callable.
 struct Done {
@@ -65,6 +66,10 @@ fn deliver(py: Python<'_>, done: Done) {
     }
 }
 
+/// What names a request sent without waiting, for [`cancel`]: its
+/// destination peer and its id's index and generation.
+type Handle = (u32, u32, u32);
+
 /// Sends the request `build` makes to `dst`; `on_done` receives its outcome on
 /// the completion thread.
 fn submit(
@@ -73,7 +78,7 @@ fn submit(
     what: String,
     on_done: Py<PyAny>,
     build: impl FnOnce(&Encoder<'_>) -> PyResult<Op>,
-) -> PyResult<()> {
+) -> PyResult<Handle> {
     let kernel = kernel(py)?;
     let op = prepare(kernel, dst, build)?;
     let queue = completions().clone();
@@ -94,8 +99,30 @@ fn submit(
     });
     // The request's values were encoded above; sending needs no GIL.
     py.detach(|| kernel.submit_with_callback(dst, op, None, callback))
-        .map(drop)
+        .map(|id| (dst.0, id.index, id.generation))
         .map_err(|e| crate::errors::call_error(py, e, &described))
+}
+
+/// Cancels the request `handle` names (from [`call_async`]): its destination
+/// interrupts it if it still runs (raising `cpy2py.errors.CallCancelled`
+/// there); its outcome still reaches its `on_done`. A request that has
+/// finished, or a destination that is gone, makes this do nothing.
+#[pyfunction]
+pub(crate) fn cancel(py: Python<'_>, handle: Handle) -> PyResult<()> {
+    let (peer, index, generation) = handle;
+    let kernel = kernel(py)?;
+    let id = RequestId { index, generation };
+    // Gone or stopping: there is nothing left to interrupt.
+    let _ = py.detach(|| kernel.cancel(PeerId(peer), id));
+    Ok(())
+}
+
+/// Seconds left until the deadline of the request this thread serves, or
+/// `None` if it has none (or this thread serves none).
+#[pyfunction]
+pub(crate) fn time_left() -> Option<f64> {
+    cpy2py_kernel::current_deadline()
+        .map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64())
 }
 
 /// Runs `func(*args, **kwargs)` in peer `peer` without waiting:
@@ -109,7 +136,7 @@ pub(crate) fn call_async(
     func: &Bound<'_, PyAny>,
     args: &Bound<'_, PyTuple>,
     kwargs: Option<&Bound<'_, PyDict>>,
-) -> PyResult<()> {
+) -> PyResult<Handle> {
     submit(
         py,
         PeerId(peer),
@@ -130,7 +157,7 @@ pub(crate) fn call_method_async(
     name: String,
     args: &Bound<'_, PyTuple>,
     kwargs: Option<&Bound<'_, PyDict>>,
-) -> PyResult<()> {
+) -> PyResult<Handle> {
     let target = objects::proxy_target(py, proxy)?;
     let what = format!("call of method {name}");
     submit(py, target.owner, what, on_done, |encoder| {

@@ -3,9 +3,9 @@
 
 use crate::convert::{Encoder, to_python};
 use crate::runtime::{attr_name, resolve_cached, runtime};
-use crate::{errors, objects};
+use crate::{cancel, errors, objects};
 use cpy2py_kernel::{Handler, RequestContext};
-use cpy2py_wire::{Op, Outcome, PeerId, Value};
+use cpy2py_wire::{Op, Outcome, PeerId, RequestId, Value};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
@@ -137,8 +137,27 @@ impl Handler for PyHandler {
         Python::attach(|py| py.detach(body));
     }
 
+    fn cancel(&self, from: PeerId, id: RequestId) {
+        Python::attach(|py| cancel::cancel(py, from, id));
+    }
+
     fn handle(&self, ctx: &RequestContext<'_>, op: Op) -> Outcome {
-        Python::attach(|py| match PyHandler::run(py, ctx, op) {
+        Python::attach(|py| {
+            let result = cancel::Running::enter(py, ctx.src, ctx.id).and_then(|running| {
+                let result = PyHandler::run(py, ctx, op);
+                let raised = matches!(&result, Err(e) if cancel::is_cancelled(py, e));
+                running.leave(py, raised);
+                result
+            });
+            PyHandler::outcome(py, ctx, result)
+        })
+    }
+}
+
+impl PyHandler {
+    /// The reply to a request that ended with `result`.
+    fn outcome(py: Python<'_>, ctx: &RequestContext<'_>, result: PyResult<Value>) -> Outcome {
+        match result {
             Ok(value) => Outcome::Ok(value),
             Err(err) => {
                 let encoder = Encoder::new(ctx.kernel, ctx.src);
@@ -146,6 +165,6 @@ impl Handler for PyHandler {
                 encoder.send_retains();
                 Outcome::Err(described)
             }
-        })
+        }
     }
 }

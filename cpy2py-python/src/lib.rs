@@ -8,6 +8,7 @@
 //! `cpy2py`, never this module.
 
 mod buffers;
+mod cancel;
 mod convert;
 mod errors;
 mod futures;
@@ -446,7 +447,9 @@ fn exported_count() -> usize {
 
 /// Sends `op` and waits for its outcome with the GIL released, waking every
 /// [`SIGNAL_SLICE`] to let Python handle signals: an exception from a signal
-/// handler (Ctrl-C) abandons the call and propagates.
+/// handler (Ctrl-C) abandons the call and propagates. `timeout` travels with
+/// the request as its deadline; a call made while serving a request with a
+/// sooner deadline gets that one.
 fn wait_for(
     py: Python<'_>,
     kernel: &Kernel,
@@ -454,7 +457,10 @@ fn wait_for(
     op: Op,
     timeout: Option<f64>,
 ) -> PyResult<Result<Outcome, CallError>> {
-    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+    // A timeout too large for a deadline (`inf`) is none.
+    let deadline = timeout
+        .and_then(|t| Duration::try_from_secs_f64(t.max(0.0)).ok())
+        .and_then(|t| Instant::now().checked_add(t));
     let slice = |deadline: Option<Instant>| match deadline {
         Some(d) => d
             .saturating_duration_since(Instant::now())
@@ -462,11 +468,12 @@ fn wait_for(
         None => SIGNAL_SLICE,
     };
     let submitted: Result<(PendingCall, _), CallError> =
-        py.detach(|| kernel.submit_and_wait(dst, op, Some(slice(deadline))));
+        py.detach(|| kernel.submit_and_wait_until(dst, op, deadline, Some(slice(deadline))));
     let (mut pending, mut result) = match submitted {
         Ok(submitted) => submitted,
         Err(e) => return Ok(Err(e)),
     };
+    let deadline = pending.deadline();
     loop {
         if let Some(result) = result {
             return Ok(result);
@@ -595,11 +602,10 @@ fn init_kernel_logging() {
 }
 
 /// The module `cpy2py._native`.
-/// The module `cpy2py._native`.
 #[pymodule]
 mod _native {
     #[pymodule_export]
-    use super::futures::{call_async, call_method_async};
+    use super::futures::{call_async, call_method_async, cancel, time_left};
     #[pymodule_export]
     use super::{
         call, call_host, call_method, del_attr, exit_status, exported_count, flush_releases,

@@ -5,10 +5,15 @@ Imported by name in every interpreter (Python 3.9 on PyPy, no pytest)."""
 
 import os
 import threading
+import time
+
+import cpy2py
+from cpy2py import kernel_state, twinfunction
 
 _lock = threading.Lock()
 _gates = {}
 _arrived = set()
+_outcomes = {}
 
 
 def _gate(key):
@@ -46,3 +51,50 @@ def fail(message):
 
 def threads():
     return threading.active_count()
+
+
+def _record(key, outcome):
+    with _lock:
+        _outcomes[key] = outcome
+
+
+def outcome(key):
+    """How the call recorded under ``key`` ended, or None if it has not."""
+    with _lock:
+        return _outcomes.get(key)
+
+
+def spin(key):
+    """Runs bytecode until interrupted (no sleep, no C call that blocks); records the
+    exception's type name and ``time.monotonic()`` when it came."""
+    with _lock:
+        _arrived.add(key)
+    n = 0
+    try:
+        while True:
+            try:
+                n += 1
+            except Exception:  # a cancel is no Exception: this must not swallow it
+                _record(key, ("swallowed", time.monotonic()))
+    except BaseException as error:
+        _record(key, (type(error).__name__, time.monotonic()))
+        raise
+
+
+@twinfunction(kernel_state.MASTER_ID)
+def master_wait_at(key):
+    return wait_at(key)
+
+
+def call_master_past_deadline(key, gate):
+    """Calls back into the master, which waits at ``gate`` (opened only after this
+    has recorded); the call inherits this call's deadline. Records the time left
+    then and how the nested call ended."""
+    left = cpy2py.time_left()
+    try:
+        master_wait_at(gate)
+        ended = "returned"
+    except BaseException as error:
+        ended = type(error).__name__
+    _record(key, (left, ended, cpy2py.time_left()))
+    return ended

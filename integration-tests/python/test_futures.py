@@ -5,6 +5,7 @@ flight at gates (``futurehelpers.wait_at``) that the test opens, never by sleepi
 import asyncio
 import concurrent.futures
 import threading
+import time
 
 import pytest
 
@@ -23,7 +24,6 @@ def test_submit_returns_a_running_future_whose_request_has_left(twin):
     assert future.running() and not future.done()
     # nobody waits on the future, yet the twin is running the call
     assert procutil.wait_until(lambda: twin.execute(futurehelpers.arrived, "left"), 10)
-    assert not future.cancel()  # running: it cannot be cancelled
     twin.execute(futurehelpers.open_gate, "left")
     value, pid = future.result(timeout=10)
     assert (value, pid) == ("value", twin.pid)
@@ -182,6 +182,111 @@ def test_aio_raises_the_remote_exception_and_refuses_local_callables(twin, flavo
         run(cpy2py.aio(futurehelpers.square, 2))
     with pytest.raises(TypeError, match="method of a proxy"):
         run(cpy2py.aio(objhelpers.MasterCounter(0).add, 1))
+
+
+def _spinning(twin, key):
+    assert procutil.wait_until(lambda: twin.execute(futurehelpers.arrived, key), 10)
+
+
+def _interrupted(twin, key):
+    assert procutil.wait_until(lambda: twin.execute(futurehelpers.outcome, key) is not None, 10)
+    return twin.execute(futurehelpers.outcome, key)
+
+
+def test_cancelling_a_running_future_interrupts_the_call_in_the_twin(twin, flavour):
+    key = "spin-future-" + flavour
+    future = twin.submit(futurehelpers.spin, key)
+    _spinning(twin, key)
+    cancelled_at = time.monotonic()
+    assert future.cancel()
+    assert future.cancelled() and future.done()
+    with pytest.raises(concurrent.futures.CancelledError):
+        future.result(timeout=0)
+    kind, stopped_at = _interrupted(twin, key)
+    # the twin's clock is this machine's monotonic clock too
+    assert kind == "CallCancelled"
+    assert stopped_at - cancelled_at < 0.1
+    assert twin.execute(futurehelpers.square, 4) == 16
+    assert not future.cancel() or future.cancelled()  # cancelling again changes nothing
+
+
+def test_cancelling_is_seen_by_waiters_and_callbacks_and_is_a_no_op_once_done(twin):
+    key = "spin-waiters"
+    future = twin.submit(futurehelpers.spin, key)
+    _spinning(twin, key)
+    called, waited = [], []
+    future.add_done_callback(lambda f: called.append(f.cancelled()))
+    waiter = threading.Thread(target=lambda: waited.append(concurrent.futures.wait([future], timeout=10)))
+    waiter.start()
+    future.cancel()
+    waiter.join(10)
+    assert called == [True] and future in waited[0].done
+    assert _interrupted(twin, key)[0] == "CallCancelled"
+    finished = twin.submit(futurehelpers.square, 3)
+    assert finished.result(timeout=10) == 9
+    assert not finished.cancel()  # completed: nothing to cancel
+    assert finished.result() == 9
+
+
+def test_cancelling_the_task_awaiting_a_call_interrupts_it(twin, flavour):
+    key = "spin-task-" + flavour
+
+    async def main():
+        task = asyncio.ensure_future(twin.aexecute(futurehelpers.spin, key))
+        while not await twin.aexecute(futurehelpers.arrived, key):
+            await asyncio.sleep(0.005)
+        cancelled_at = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return cancelled_at
+
+    cancelled_at = run(main())
+    kind, stopped_at = _interrupted(twin, key)
+    assert kind == "CallCancelled" and stopped_at - cancelled_at < 0.1
+    assert twin.execute(futurehelpers.square, 5) == 25
+
+
+def test_shutdown_with_cancel_futures_interrupts_the_calls_in_flight(fresh_twin):
+    futures = [fresh_twin.submit(futurehelpers.spin, "spin-shutdown-%d" % n) for n in range(2)]
+    for n in range(2):
+        _spinning(fresh_twin, "spin-shutdown-%d" % n)
+    done = threading.Event()
+    observer = threading.Thread(target=lambda: (concurrent.futures.wait(futures, timeout=20), done.set()))
+    observer.start()
+    # interrupted, they end; the twin stops once they have
+    fresh_twin.shutdown(wait=True, cancel_futures=True)
+    observer.join(20)
+    assert done.is_set() and all(f.cancelled() for f in futures)
+
+
+def test_a_nested_call_inherits_the_deadline_of_the_call_it_serves(twin, flavour):
+    key, gate = "deadline-" + flavour, "deadline-gate-" + flavour
+    def call():
+        try:
+            twin.execute_timeout(2.0, futurehelpers.call_master_past_deadline, key, gate)
+        except cpy2py.errors.TwinterpreterTimeout:
+            pass  # its answer came once the gate opened, after its deadline
+
+    outer = threading.Thread(target=call)
+    outer.start()
+    # the twin's call back into the master times out at the outer call's deadline,
+    # while the master still waits at the gate
+    assert procutil.wait_until(lambda: twin.execute(futurehelpers.outcome, key) is not None, 20)
+    left_at_start, nested, left_after = twin.execute(futurehelpers.outcome, key)
+    futurehelpers.open_gate(gate)
+    outer.join(20)
+    assert 0 < left_at_start <= 2.0
+    assert nested == "TwinterpreterTimeout"
+    assert left_after == 0.0
+    assert not outer.is_alive()
+    assert twin.execute(futurehelpers.square, 6) == 36
+
+
+def test_time_left_is_none_without_a_deadline(twin):
+    assert twin.execute(cpy2py.time_left) is None
+    assert 0 < twin.execute_timeout(5.0, cpy2py.time_left) <= 5.0
+    assert cpy2py.time_left() is None  # this thread serves no call
 
 
 def test_run_in_executor_runs_in_the_twin(twin):

@@ -414,11 +414,10 @@ impl<W: Clone> Endpoint<W> {
                     outcome,
                 }),
             };
-            self.transmits
-                .push_back(Transmit::Message {
-                    to: from,
-                    envelope: Box::new(envelope),
-                });
+            self.transmits.push_back(Transmit::Message {
+                to: from,
+                envelope: Box::new(envelope),
+            });
         }
     }
 

@@ -65,7 +65,7 @@ from .errors import (  # noqa: E402
     UnpicklableError,
 )
 from ._remote import RemoteObject, always_by_ref, by_ref, by_value  # noqa: E402
-from ._futures import aio  # noqa: E402
+from ._futures import TwinFuture, aio, time_left  # noqa: E402
 from .function import twinfunction  # noqa: E402
 from .master import TwinMaster  # noqa: E402
 from .pool import TwinPool  # noqa: E402
@@ -82,6 +82,8 @@ __all__ = [
     "always_by_ref",
     "RemoteObject",
     "aio",
+    "time_left",
+    "TwinFuture",
     "kernel_state",
     "errors",
     "CPy2PyException",

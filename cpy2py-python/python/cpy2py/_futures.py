@@ -12,14 +12,19 @@ the completions behind it. An asyncio future is completed on its own loop, throu
 
 Errors found before the request leaves (a twin that is not running, an argument
 that cannot be sent) raise from ``submit`` itself; everything after arrives through
-the future. A call in flight cannot be cancelled yet: ``Future.cancel()`` returns
-False, as for any running future, and a cancelled asyncio task stops waiting while
-the twin finishes the call (its reply is then dropped).
+the future.
+
+Cancelling works on calls in flight: ``future.cancel()`` (a :class:`TwinFuture`)
+and cancelling the asyncio task that awaits a call mark it cancelled here at once
+and send a cancel message; the interpreter running the call raises
+:class:`cpy2py.errors.CallCancelled` in it at its next bytecode, and its reply is
+dropped. A call that has finished is not affected.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures._base as _futures_base
 import itertools
 import threading
 import time
@@ -30,10 +35,52 @@ if TYPE_CHECKING:  # asyncio is imported by whoever awaits; a twin's startup ski
 
 from . import _native, _runtime
 
-__all__ = ["Outstanding", "start", "start_async", "map_with", "apply_chunk", "aio"]
+__all__ = [
+    "TwinFuture",
+    "Outstanding",
+    "start",
+    "start_async",
+    "map_with",
+    "apply_chunk",
+    "aio",
+    "time_left",
+]
 
-#: ``native(on_done)``: sends one request; ``on_done(ok, value)`` gets its outcome.
-Submit = Callable[[Callable[[bool, Any], None]], None]
+#: Names a request in flight, for ``_native.cancel``.
+Handle = Tuple[int, int, int]
+
+#: ``native(on_done)``: sends one request and returns its handle; ``on_done(ok,
+#: value)`` gets its outcome.
+Submit = Callable[[Callable[[bool, Any], None]], Optional[Handle]]
+
+
+class TwinFuture(concurrent.futures.Future):  # type: ignore[type-arg]
+    """The future of a call running in another interpreter.
+
+    Unlike other running futures, it can be cancelled: :meth:`cancel` marks it
+    cancelled at once (waiters and done-callbacks see it as any cancelled future)
+    and asks the interpreter running the call to interrupt it.
+    """
+
+    _handle: Optional[Handle] = None
+
+    def cancel(self) -> bool:
+        """Cancels the call, running or not; False only if it has completed."""
+        # The stdlib's states and waiters (concurrent.futures._base, the same from
+        # Python 3.8 to 3.14 and in PyPy): a running future becomes cancelled as a
+        # pending one would, and its waiters hear of it as set_running_or_notify_cancel
+        # would tell them.
+        with self._condition:
+            if self._state != _futures_base.RUNNING:
+                return super().cancel()
+            self._state = _futures_base.CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()  # type: ignore[attr-defined]  # private, not in typeshed
+        if self._handle is not None:
+            _native.cancel(self._handle)
+        return True
 
 
 class Outstanding(object):
@@ -56,6 +103,13 @@ class Outstanding(object):
         with self._lock:
             return len(self._futures)
 
+    def cancel_all(self) -> None:
+        """Cancels every future added so far that has not completed."""
+        with self._lock:
+            pending = list(self._futures)
+        for future in pending:
+            future.cancel()
+
     def wait(self) -> None:
         """Waits until every future added so far has completed."""
         with self._lock:
@@ -65,16 +119,19 @@ class Outstanding(object):
 
 def start(native: Submit, outstanding: Optional[Outstanding] = None) -> "concurrent.futures.Future[Any]":
     """A running future for the request ``native`` sends."""
-    future: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
+    future = TwinFuture()
     future.set_running_or_notify_cancel()
 
     def on_done(ok: bool, value: Any) -> None:
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
+        try:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        except concurrent.futures.InvalidStateError:  # cancelled: its outcome is dropped
+            pass
 
-    native(on_done)
+    future._handle = native(on_done)
     if outstanding is not None:
         outstanding.add(future)
     return future
@@ -113,8 +170,13 @@ async def start_async(native: Submit) -> Any:
         except RuntimeError:  # the loop is closed: nobody awaits it any more
             pass
 
-    native(on_done)
-    return await future
+    handle = native(on_done)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if handle is not None:
+            _native.cancel(handle)
+        raise
 
 
 def apply_chunk(call: Callable[..., Any], chunk: List[Tuple[Any, ...]]) -> List[Any]:
@@ -162,6 +224,17 @@ def map_with(
                 future.cancel()
 
     return results()
+
+
+def time_left() -> Optional[float]:
+    """Seconds left until the deadline of the call this thread serves, or None.
+
+    A call made with a timeout (``execute_timeout``, ``call_timeout``) carries it as
+    its deadline to the interpreter that runs it; calls that interpreter makes on its
+    behalf inherit what is left, and fail with ``TwinterpreterTimeout`` once it has
+    passed. Long work can ask this to stop early.
+    """
+    return _native.time_left()
 
 
 def _method_of_proxy(target: Any) -> Optional[Tuple[Any, str]]:

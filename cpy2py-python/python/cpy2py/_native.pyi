@@ -24,6 +24,8 @@ __all__ = [
     "spawn",
     "call_async",
     "call_method_async",
+    "cancel",
+    "time_left",
     "stop",
     "is_alive",
     "is_connected",
@@ -136,8 +138,9 @@ def call(
 def call_async(
     peer: int, on_done: Callable[[bool, Any], None], func: Any, args: Tuple[Any, ...],
     kwargs: Optional[Mapping[str, Any]] = None,
-) -> None:
-    """Send ``func(*args, **kwargs)`` to peer ``peer`` and return at once.
+) -> Tuple[int, int, int]:
+    """Send ``func(*args, **kwargs)`` to peer ``peer`` and return at once, with the
+    request's handle for :func:`cancel`.
 
     ``on_done(True, result)`` or ``on_done(False, exception)`` is called later on the
     process's completion thread (``cpy2py-completions``), with what :func:`call`
@@ -150,8 +153,18 @@ def call_async(
 def call_method_async(
     on_done: Callable[[bool, Any], None], proxy: Any, name: str, args: Tuple[Any, ...],
     kwargs: Optional[Mapping[str, Any]] = None,
-) -> None:
+) -> Tuple[int, int, int]:
     """:func:`call_method` as :func:`call_async` makes calls."""
+
+def cancel(handle: Tuple[int, int, int]) -> None:
+    """Cancel the request ``handle`` names (from :func:`call_async`): its peer raises
+    ``cpy2py.errors.CallCancelled`` in it if it still runs. Its ``on_done`` is still
+    called once, with whatever the peer then replies. Does nothing if it finished or
+    the peer is gone."""
+
+def time_left() -> Optional[float]:
+    """Seconds left until the deadline of the request this thread serves (what calls
+    made from here inherit), or None if it has none or this thread serves none."""
 
 def serve(inherited: Mapping[str, str]) -> None:
     """Run this process as a twin: connect to the master named in ``inherited`` (the

@@ -42,8 +42,9 @@ import pickle
 import site
 import sys
 import traceback
+import time
 import types
-from typing import Any, Dict, List, Optional, Tuple, cast
+from typing import Any, Dict, List, Optional, Tuple, Type, cast
 
 from . import _registry, _remote, _routing, errors, kernel_state
 
@@ -751,3 +752,16 @@ def poll_signals() -> None:
     jump in bytecode, which this loop provides."""
     for _ in range(2):
         pass
+
+
+def absorb_cancel(cancelled: Type[BaseException], seconds: float) -> bool:
+    """Runs bytecode until ``cancelled``, scheduled for this thread by a cancel that
+    came as its call returned, is raised (PyPy cannot withdraw it): True if it was
+    within ``seconds``."""
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            pass
+    except cancelled:
+        return True
+    return False

@@ -27,6 +27,7 @@ __all__ = [
     "UnpicklableError",
     "RemoteException",
     "RemoteTraceback",
+    "CallCancelled",
 ]
 
 #: Longest object ``repr`` quoted in an error message.
@@ -154,6 +155,21 @@ class RemoteException(CPy2PyException):
             where,
             self.remote_traceback.rstrip("\n"),
         )
+
+
+class CallCancelled(BaseException):
+    """Raised in a call running in this interpreter when the interpreter that made it
+    cancels it (``future.cancel()``, or cancelling the asyncio task awaiting it).
+
+    It arrives between two bytecodes of the call's thread, wherever the call is; code
+    blocked in C (a sleep, a lock) sees it when that returns. A ``BaseException``, as
+    ``asyncio.CancelledError`` is, so that ``except Exception`` lets it through: clean
+    up in ``finally`` and let it propagate. The caller does not see it: its future is
+    cancelled already.
+    """
+
+    def __init__(self, message: str = "its caller cancelled it") -> None:
+        super().__init__(message)
 
 
 class RemoteTraceback(CPy2PyException):

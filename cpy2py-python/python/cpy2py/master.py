@@ -463,8 +463,10 @@ class TwinMaster(concurrent.futures.Executor):
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> "concurrent.futures.Future[_T]":
         """Run ``fn(*args, **kwargs)`` in the twin; returns its future at once.
 
-        The request has left when this returns, so the future is running (it cannot
-        be cancelled). Its result or exception is what :meth:`execute` would return
+        The request has left when this returns, so the future is running; unlike
+        other executors' running futures it can be cancelled, which interrupts the
+        call in the twin (see :class:`cpy2py.errors.CallCancelled`). Its result or
+        exception is what :meth:`execute` would return
         or raise; :attr:`call_timeout` does not apply (``future.result(timeout)``
         does). Errors found before the request leaves raise here, as from
         :meth:`execute`: a twin that is not running, an argument that cannot be sent.
@@ -479,7 +481,7 @@ class TwinMaster(concurrent.futures.Executor):
 
         The event loop keeps running while the twin works; thousands of calls may be
         in flight from one loop, without a thread each. Cancelling the awaiting task
-        stops the wait; the twin still finishes the call and its reply is dropped.
+        cancels the call: the twin raises :class:`cpy2py.errors.CallCancelled` in it.
         """
         if self._peer is None and kernel_state.TWIN_ID == self.twinterpreter_id:
             return call(*call_args, **call_kwargs)
@@ -501,19 +503,21 @@ class TwinMaster(concurrent.futures.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the twin, after the futures of :meth:`submit` complete if ``wait``.
 
-        ``cancel_futures`` has nothing to cancel: every submitted call is already
-        running in the twin. Unlike other executors, a master can be started again.
+        ``cancel_futures`` cancels the calls still in flight first (they are all
+        running in the twin). Unlike other executors, a master can be started again.
         """
+        if cancel_futures:
+            self._outstanding.cancel_all()
         if wait:
             self._outstanding.wait()
         self.stop()
 
-    def _send(self, on_done: Callable[[bool, Any], None], call: Any, args: Any, kwargs: Any) -> None:
+    def _send(self, on_done: Callable[[bool, Any], None], call: Any, args: Any, kwargs: Any) -> Any:
         peer = self._peer
         if peer is not None:
-            _native_call_async(peer, on_done, call, args, kwargs or None)
+            return _native_call_async(peer, on_done, call, args, kwargs or None)
         elif not kernel_state.is_master():
-            _routing.call_in(self.twinterpreter_id, _native_call_async, on_done, call, args, kwargs or None)
+            return _routing.call_in(self.twinterpreter_id, _native_call_async, on_done, call, args, kwargs or None)
         else:
             raise self._unavailable()
 
