@@ -4,6 +4,8 @@ flight at gates (``futurehelpers.wait_at``) that the test opens, never by sleepi
 
 import asyncio
 import concurrent.futures
+import os
+import signal
 import threading
 import time
 
@@ -37,9 +39,9 @@ def test_a_future_carries_the_remote_exception_with_its_type(twin):
     assert isinstance(future.exception(), KeyError)
 
 
-def test_a_thousand_futures_in_flight_from_one_thread(twin):
-    futures = [twin.submit(futurehelpers.square, n) for n in range(1000)]
-    assert [f.result(timeout=30) for f in futures] == [n * n for n in range(1000)]
+def test_ten_thousand_futures_in_flight_from_one_thread(twin):
+    futures = [twin.submit(futurehelpers.square, n) for n in range(10000)]
+    assert [f.result(timeout=60) for f in futures] == [n * n for n in range(10000)]
 
 
 def test_done_callbacks_run_and_may_call_the_twin_again(twin):
@@ -77,6 +79,35 @@ def test_a_twin_ending_mid_call_fails_its_future(fresh_twin):
         future.result(timeout=10)
     with pytest.raises(errors.TwinterpeterUnavailable):
         fresh_twin.submit(futurehelpers.square, 1)
+
+
+def test_a_twin_killed_with_a_hundred_futures_pending_fails_them_all_at_once(fresh_twin):
+    gate = "killed-with-100"
+    futures = [fresh_twin.submit(futurehelpers.wait_at, gate, n) for n in range(100)]
+    assert procutil.wait_until(lambda: fresh_twin.execute(futurehelpers.arrived, gate), 10)
+    os.kill(fresh_twin.pid, signal.SIGKILL)
+    done, not_done = concurrent.futures.wait(futures, timeout=1.0)
+    assert not not_done, "%d of 100 futures still pending 1 s after the kill" % len(not_done)
+    for future in futures:
+        error = future.exception()
+        assert isinstance(error, errors.TwinterpeterTerminated), repr(error)
+        assert fresh_twin.twinterpreter_id in str(error)
+
+
+def test_a_twin_killed_with_a_hundred_awaits_pending_fails_them_all_at_once(fresh_twin):
+    gate = "killed-with-100-awaits"
+
+    async def main():
+        calls = [asyncio.ensure_future(fresh_twin.aexecute(futurehelpers.wait_at, gate, n)) for n in range(100)]
+        while not await fresh_twin.aexecute(futurehelpers.arrived, gate):
+            await asyncio.sleep(0.005)
+        os.kill(fresh_twin.pid, signal.SIGKILL)
+        done, pending = await asyncio.wait(calls, timeout=1.0)
+        return [c.exception() for c in done], len(pending)
+
+    failures, pending = run(main())
+    assert pending == 0, "%d of 100 awaits still pending 1 s after the kill" % pending
+    assert all(isinstance(e, errors.TwinterpeterTerminated) for e in failures), failures[:3]
 
 
 def test_shutdown_waits_for_the_futures_then_stops_the_twin(fresh_twin):
@@ -264,7 +295,7 @@ def test_a_nested_call_inherits_the_deadline_of_the_call_it_serves(twin, flavour
     key, gate = "deadline-" + flavour, "deadline-gate-" + flavour
     def call():
         try:
-            twin.execute_timeout(2.0, futurehelpers.call_master_past_deadline, key, gate)
+            twin.execute_timeout(0.5, futurehelpers.call_master_past_deadline, key, gate)
         except cpy2py.errors.TwinterpreterTimeout:
             pass  # its answer came once the gate opened, after its deadline
 
@@ -276,7 +307,7 @@ def test_a_nested_call_inherits_the_deadline_of_the_call_it_serves(twin, flavour
     left_at_start, nested, left_after = twin.execute(futurehelpers.outcome, key)
     futurehelpers.open_gate(gate)
     outer.join(20)
-    assert 0 < left_at_start <= 2.0
+    assert 0 < left_at_start <= 0.5
     assert nested == "TwinterpreterTimeout"
     assert left_after == 0.0
     assert not outer.is_alive()
