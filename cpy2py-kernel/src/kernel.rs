@@ -30,6 +30,9 @@ use std::time::{Duration, Instant};
 pub(crate) const WAKER: Token = Token(usize::MAX);
 /// The poll token of the timer for unattended sockets (see `pass_reader_role`).
 pub(crate) const UNATTENDED_TIMER: Token = Token(usize::MAX - 2);
+/// The poll token of the timer for queued requests no thread takes (see
+/// `Pool::stalled`).
+pub(crate) const STALL_TIMER: Token = Token(usize::MAX - 3);
 
 /// Frames up to this size fit in a socket buffer: writing one never blocks
 /// for long, so a thread may write it while holding a reader role.
@@ -44,6 +47,15 @@ pub struct KernelConfig {
     pub handshake_timeout: Duration,
     /// Idle pool threads kept for later requests; more exit.
     pub max_idle_workers: usize,
+    /// Pool threads started at once for requests that queue up. Beyond this
+    /// many, one more starts only while queued requests wait with none taken
+    /// for [`KernelConfig::stall`] (every thread blocked): a burst of
+    /// thousands of requests does not start a thread each, and requests that
+    /// block one another still all run.
+    pub eager_workers: usize,
+    /// How long queued requests wait with none taken before another pool
+    /// thread starts (see [`KernelConfig::eager_workers`]).
+    pub stall: Duration,
     /// Twin only: once stopping (shutdown requested or master gone), end the
     /// whole process if it has not exited by itself after this long. `None`
     /// (the default) leaves exiting to the host.
@@ -56,6 +68,8 @@ impl Default for KernelConfig {
             max_frame: cpy2py_wire::DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(30),
             max_idle_workers: 4,
+            eager_workers: 8,
+            stall: Duration::from_millis(2),
             exit_after_stop: None,
         }
     }
@@ -124,6 +138,9 @@ pub(crate) struct Shared {
     /// threads cannot postpone it.
     pub(crate) unattended: crate::sys::Timer,
     pub(crate) unattended_set: AtomicBool,
+    /// Expires `config.stall` after requests queued with no thread to take
+    /// them (see `Pool::stalled`).
+    pub(crate) stall_timer: crate::sys::Timer,
     pub(crate) next_peer: AtomicU32,
     pub(crate) spawner: Mutex<Option<std::sync::mpsc::Sender<crate::spawn::SpawnJob>>>,
 }
@@ -171,9 +188,11 @@ impl Kernel {
         let serve = ServeState::new().map_err(io_err("creating the serving thread's timer"))?;
         let unattended =
             crate::sys::Timer::new().map_err(io_err("creating the unattended timer"))?;
+        let stall_timer = crate::sys::Timer::new().map_err(io_err("creating the stall timer"))?;
         for (timer, token) in [
             (serve.timer_fd().as_raw_fd(), SERVE_TIMER),
             (unattended.fd().as_raw_fd(), UNATTENDED_TIMER),
+            (stall_timer.fd().as_raw_fd(), STALL_TIMER),
         ] {
             poll.registry()
                 .register(&mut SourceFd(&timer), token, Interest::READABLE)
@@ -207,6 +226,7 @@ impl Kernel {
                 serve,
                 unattended,
                 unattended_set: AtomicBool::new(false),
+                stall_timer,
                 next_peer: AtomicU32::new(1),
                 spawner: Mutex::new(None),
             }),

@@ -4,7 +4,7 @@
 //! runs on the thread that read it.
 
 use crate::handler::RequestContext;
-use crate::kernel::{Kernel, UNATTENDED_TIMER, WAKER};
+use crate::kernel::{Kernel, STALL_TIMER, UNATTENDED_TIMER, WAKER};
 use crate::peer::lock;
 use crate::proto::Inbound;
 use crate::serve::SERVE_TIMER;
@@ -27,6 +27,27 @@ pub(crate) struct Pool {
     pub(crate) threads: usize,
     /// Requests read and not yet taken by a thread.
     pub(crate) ready: VecDeque<Inbound>,
+    /// Requests taken from `ready` so far.
+    pub(crate) taken: u64,
+    /// `taken` when the stall timer was set, if it is: queued requests have
+    /// stalled if none was taken by the time it expires.
+    pub(crate) stalled: Option<u64>,
+}
+
+impl Pool {
+    /// The next queued request, counted as taken.
+    pub(crate) fn take(&mut self) -> Option<Inbound> {
+        let job = self.ready.pop_front();
+        self.taken += u64::from(job.is_some());
+        job
+    }
+
+    /// Threads to start for `wanted` more threads' worth of work: all of them
+    /// while the pool has fewer than `eager` threads, else none (the stall
+    /// timer starts them one by one if the work does not move).
+    fn allowance(&self, wanted: usize, eager: usize) -> usize {
+        wanted.min(eager.saturating_sub(self.threads))
+    }
 }
 
 impl Kernel {
@@ -94,9 +115,46 @@ impl Kernel {
             for _ in 0..n.min(pool.idle) {
                 self.shared.pool_cv.notify_one();
             }
-            n.saturating_sub(pool.idle)
+            let wanted = n.saturating_sub(pool.idle);
+            let spawn = pool.allowance(wanted, self.shared.config.eager_workers);
+            if spawn < wanted {
+                self.watch_for_stall(&mut pool);
+            }
+            spawn
         };
         for _ in 0..spawn {
+            if let Err(e) = self.spawn_pool_thread() {
+                tracing::error!(error = %e, "cannot start a pool thread");
+            }
+        }
+    }
+
+    /// Sets the stall timer unless it is set: when it expires, a thread
+    /// starts if no queued request was taken meanwhile.
+    fn watch_for_stall(&self, pool: &mut Pool) {
+        if pool.stalled.is_none() {
+            pool.stalled = Some(pool.taken);
+            self.shared.stall_timer.arm(self.shared.config.stall);
+        }
+    }
+
+    /// The stall timer expired (the leader's poll): one more thread if the
+    /// queue did not move, and the timer again while requests wait.
+    fn look_at_stall(&self) {
+        self.shared.stall_timer.consume();
+        let spawn = {
+            let mut pool = lock(&self.shared.pool);
+            let Some(armed_at) = pool.stalled.take() else {
+                return;
+            };
+            if pool.ready.is_empty() || self.is_stopping() {
+                return;
+            }
+            let stuck = pool.taken == armed_at && pool.idle == 0;
+            self.watch_for_stall(&mut pool);
+            stuck
+        };
+        if spawn {
             if let Err(e) = self.spawn_pool_thread() {
                 tracing::error!(error = %e, "cannot start a pool thread");
             }
@@ -132,12 +190,14 @@ impl Kernel {
                         self.shared.pool_cv.notify_all();
                         return;
                     }
-                    if let Some(job) = pool.ready.pop_front() {
-                        break Some(job);
-                    }
+                    // Someone must read (and watch the stall timer) while
+                    // the others run what was read.
                     if !pool.leader {
                         pool.leader = true;
                         break None;
+                    }
+                    if let Some(job) = pool.take() {
+                        break Some(job);
                     }
                     if !main && pool.idle >= self.shared.config.max_idle_workers {
                         pool.threads -= 1;
@@ -193,18 +253,35 @@ impl Kernel {
                     self.watch_unattended();
                     continue;
                 }
+                if event.token() == STALL_TIMER {
+                    self.look_at_stall();
+                    continue;
+                }
                 let id = PeerId(event.token().0 as u32);
                 if let Some(peer) = self.peer(id) {
                     self.drain(&peer, &mut runnable);
                 }
             }
             if !runnable.is_empty() {
-                drop(guard);
-                let first = runnable.remove(0);
-                self.step_down(runnable);
-                return Some(first);
+                if self.may_step_down() {
+                    drop(guard);
+                    let first = runnable.remove(0);
+                    self.step_down(runnable);
+                    return Some(first);
+                }
+                // Every thread is busy and the pool at its eager size: keep
+                // reading, and leave the requests to the threads that finish
+                // first (or to the stall timer).
+                self.enqueue(std::mem::take(&mut runnable));
             }
         }
+    }
+
+    /// Whether the leader may run a request itself: another thread can lead
+    /// (an idle one, or a new one within the eager size).
+    fn may_step_down(&self) -> bool {
+        let pool = lock(&self.shared.pool);
+        pool.idle > 0 || pool.threads < self.shared.config.eager_workers
     }
 
     /// Gives up leadership (a follower or a new thread takes it) and queues
@@ -221,7 +298,17 @@ impl Kernel {
             if self.is_stopping() {
                 0
             } else {
-                n.saturating_sub(pool.idle)
+                // A new leader always; workers for the rest within bounds.
+                let wanted = n.saturating_sub(pool.idle);
+                let leader = usize::from(pool.idle == 0);
+                let workers = pool.allowance(
+                    wanted - leader.min(wanted),
+                    self.shared.config.eager_workers,
+                );
+                if leader + workers < wanted {
+                    self.watch_for_stall(&mut pool);
+                }
+                leader + workers
             }
         };
         for _ in 0..needed {

@@ -241,7 +241,7 @@ impl Kernel {
                             .map(|(guard, _)| guard)
                             .unwrap_or_else(|e| e.into_inner().0);
                     }
-                    pool.ready.pop_front()
+                    pool.take()
                 }
             };
             if let Some(job) = job {
