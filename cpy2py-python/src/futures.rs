@@ -17,11 +17,28 @@ use std::sync::OnceLock;
 use std::sync::mpsc::{Sender, channel};
 use std::time::Instant;
 
+/// Names a call in its errors; described only when one needs it.
+enum What {
+    /// A call of this callable.
+    Callable(Py<PyAny>),
+    /// A call of this method.
+    Method(String),
+}
+
+impl What {
+    fn describe(&self, py: Python<'_>) -> String {
+        match self {
+            What::Callable(func) => describe_callable(func.bind(py)),
+            What::Method(name) => format!("call of method {name}"),
+        }
+    }
+}
+
 /// An outcome on its way to its callable.
 struct Done {
     kernel: &'static Kernel,
     dst: PeerId,
-    what: String,
+    what: What,
     result: Result<Outcome, CallError>,
     on_done: Py<PyAny>,
 }
@@ -34,9 +51,22 @@ fn completions() -> &'static Sender<Done> {
         let spawned = std::thread::Builder::new()
             .name("cpy2py-completions".into())
             .spawn(move || {
-                for done in outcomes {
-                    Python::attach(|py| deliver(py, done));
-                }
+                // Attached once and detached while it waits, the thread keeps
+                // one interpreter thread state (attaching afresh would create
+                // and destroy one per outcome). Outcomes that queued up while
+                // it delivered go in one attach.
+                Python::attach(move |py| {
+                    py.detach(move || {
+                        while let Ok(first) = outcomes.recv() {
+                            Python::attach(|py| {
+                                deliver(py, first);
+                                while let Ok(next) = outcomes.try_recv() {
+                                    deliver(py, next);
+                                }
+                            });
+                        }
+                    })
+                })
             });
         if let Err(e) = spawned {
             // Sends then fail and each call reports it (see `submit`).
@@ -55,7 +85,7 @@ fn deliver(py: Python<'_>, done: Done) {
         result,
         on_done,
     } = done;
-    let called = match outcome_to_python(py, kernel, dst, result, &|| what.clone()) {
+    let called = match outcome_to_python(py, kernel, dst, result, &|| what.describe(py)) {
         Ok(value) => on_done.call1(py, (true, value)),
         Err(error) => on_done.call1(py, (false, error.into_value(py))),
     };
@@ -75,14 +105,18 @@ type Handle = (u32, u32, u32);
 fn submit(
     py: Python<'_>,
     dst: PeerId,
-    what: String,
+    what: What,
     on_done: Py<PyAny>,
     build: impl FnOnce(&Encoder<'_>) -> PyResult<Op>,
 ) -> PyResult<Handle> {
     let kernel = kernel(py)?;
     let op = prepare(kernel, dst, build)?;
     let queue = completions().clone();
-    let described = what.clone();
+    // Only a failure to send needs it before the outcome does.
+    let described = match &what {
+        What::Callable(func) => What::Callable(func.clone_ref(py)),
+        What::Method(name) => What::Method(name.clone()),
+    };
     let callback = Box::new(move |result| {
         let done = Done {
             kernel,
@@ -100,7 +134,7 @@ fn submit(
     // The request's values were encoded above; sending needs no GIL.
     py.detach(|| kernel.submit_with_callback(dst, op, None, callback))
         .map(|id| (dst.0, id.index, id.generation))
-        .map_err(|e| crate::errors::call_error(py, e, &described))
+        .map_err(|e| crate::errors::call_error(py, e, &described.describe(py)))
 }
 
 /// Cancels the request `handle` names (from [`call_async`]): its destination
@@ -140,7 +174,7 @@ pub(crate) fn call_async(
     submit(
         py,
         PeerId(peer),
-        describe_callable(func),
+        What::Callable(func.clone().unbind()),
         on_done,
         |encoder| call_op(encoder, func, args, kwargs),
     )
@@ -159,7 +193,7 @@ pub(crate) fn call_method_async(
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Handle> {
     let target = objects::proxy_target(py, proxy)?;
-    let what = format!("call of method {name}");
+    let what = What::Method(name.clone());
     submit(py, target.owner, what, on_done, |encoder| {
         Ok(Op::CallMethod {
             target: target.clone(),

@@ -38,7 +38,7 @@ from . import _native, _runtime
 __all__ = [
     "TwinFuture",
     "Outstanding",
-    "start",
+    "submit_call",
     "start_async",
     "map_with",
     "apply_chunk",
@@ -50,7 +50,7 @@ __all__ = [
 Handle = Tuple[int, int, int]
 
 #: ``native(on_done)``: sends one request and returns its handle; ``on_done(ok,
-#: value)`` gets its outcome.
+#: value)`` gets its outcome (asyncio).
 Submit = Callable[[Callable[[bool, Any], None]], Optional[Handle]]
 
 
@@ -63,6 +63,25 @@ class TwinFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     """
 
     _handle: Optional[Handle] = None
+    _outstanding: Optional["Outstanding"] = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Its request leaves as it is made: running from the start (what
+        # set_running_or_notify_cancel does, without taking the lock).
+        self._state = _futures_base.RUNNING
+
+    def __call__(self, ok: bool, value: Any) -> None:
+        """Receives the call's outcome (cpy2py's completion thread calls it)."""
+        if self._outstanding is not None:
+            self._outstanding.discard(self)
+        try:
+            if ok:
+                self.set_result(value)
+            else:
+                self.set_exception(value)
+        except concurrent.futures.InvalidStateError:  # cancelled: its outcome is dropped
+            pass
 
     def cancel(self) -> bool:
         """Cancels the call, running or not; False only if it has completed."""
@@ -93,9 +112,9 @@ class Outstanding(object):
     def add(self, future: "concurrent.futures.Future[Any]") -> None:
         with self._lock:
             self._futures.add(future)
-        future.add_done_callback(self._discard)
 
-    def _discard(self, future: "concurrent.futures.Future[Any]") -> None:
+    def discard(self, future: "concurrent.futures.Future[Any]") -> None:
+        """``future`` has its outcome (called by whoever completes it)."""
         with self._lock:
             self._futures.discard(future)
 
@@ -117,23 +136,25 @@ class Outstanding(object):
         concurrent.futures.wait(pending)
 
 
-def start(native: Submit, outstanding: Optional[Outstanding] = None) -> "concurrent.futures.Future[Any]":
-    """A running future for the request ``native`` sends."""
+#: ``send(on_done, call, args, kwargs)``: sends one call and returns its handle.
+Send = Callable[[Callable[[bool, Any], None], Any, Tuple[Any, ...], Any], Optional[Handle]]
+
+
+def submit_call(
+    send: Send, call: Any, args: Tuple[Any, ...], kwargs: Any, outstanding: Outstanding
+) -> "concurrent.futures.Future[Any]":
+    """A running future for ``call(*args, **kwargs)``, which ``send`` sends. The
+    future itself receives the outcome: no closure per call (thousands may be in
+    flight, and every object they hold is work for the cyclic collector)."""
     future = TwinFuture()
-    future.set_running_or_notify_cancel()
-
-    def on_done(ok: bool, value: Any) -> None:
-        try:
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-        except concurrent.futures.InvalidStateError:  # cancelled: its outcome is dropped
-            pass
-
-    future._handle = native(on_done)
-    if outstanding is not None:
-        outstanding.add(future)
+    future._outstanding = outstanding
+    # Tracked before it leaves: its outcome may come before send returns.
+    outstanding.add(future)
+    try:
+        future._handle = send(future, call, args, kwargs)
+    except BaseException:
+        outstanding.discard(future)
+        raise
     return future
 
 

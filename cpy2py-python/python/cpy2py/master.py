@@ -474,7 +474,7 @@ class TwinMaster(concurrent.futures.Executor):
         """
         if self._peer is None and kernel_state.TWIN_ID == self.twinterpreter_id:
             return _futures.completed(fn, args, kwargs)
-        return _futures.start(lambda on_done: self._send(on_done, fn, args, kwargs), self._outstanding)
+        return _futures.submit_call(self._send, fn, args, kwargs, self._outstanding)
 
     async def aexecute(self, call: Any, /, *call_args: Any, **call_kwargs: Any) -> Any:
         """:meth:`execute` for asyncio: ``await twin.aexecute(func, ...)``.
