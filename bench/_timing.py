@@ -39,7 +39,7 @@ METRIC_TIMEOUT = int(os.environ.get("CPY2PY_BENCH_METRIC_TIMEOUT", "120"))
 METRICS = (
     "noop", "add", "method", "attribute", "ref_attribute", "bytes_1mib", "list_100k",
     "dict_10k", "generator_100k", "numpy_64mib", "numpy_64mib_pickle4", "startup", "bounce10",
-    "threads", "rust_host_noop",
+    "threads", "submit_10k", "gather_1k", "rust_host_noop",
 )
 _ONLY = {name for name in os.environ.get("CPY2PY_BENCH_ONLY", "").split(",") if name}
 

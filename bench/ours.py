@@ -16,6 +16,11 @@ inherits the pinning), with a timeout:
   beside ``<twin python> -c pass`` and ``-c "import cpy2py"`` (floor rows);
 - threads (unpinned): calls/s of 4 threads calling ``execute(noop)`` at once, and of
   one thread;
+- futures (unpinned): calls/s of 10,000 ``submit(noop)`` in flight at once, against
+  10,000 ``execute(noop)`` one at a time; and of ``asyncio.gather`` over 1,000
+  ``aexecute(noop)``, against 1,000 ``loop.run_in_executor(None, execute, noop)`` on
+  asyncio's default thread pool (the best of 5 alternated runs each). Beside them,
+  ``concurrent.futures.InterpreterPoolExecutor`` if this CPython has it (3.14+);
 - rust: the Rust host's no-op (the ``embed_pypy`` example), if it is built.
 
 A group that fails or hangs becomes rows with its error. Prints one JSON object on
@@ -205,6 +210,97 @@ def measure_threads(python):
     return result
 
 
+PIPELINED = 10000
+GATHERED = 1000
+FUTURE_RUNS = 5
+
+
+def best_rate(calls, run, baseline):
+    """calls/s of the best of FUTURE_RUNS runs of ``run`` and of ``baseline``, each
+    ``calls`` calls, alternated so that both see the same machine."""
+    import time
+
+    best = {"ours": 0.0, "baseline": 0.0}
+    for _ in range(FUTURE_RUNS):
+        for name, body in (("ours", run), ("baseline", baseline)):
+            start = time.perf_counter()
+            body()
+            best[name] = max(best[name], calls / (time.perf_counter() - start))
+    return {"calls_per_s": best["ours"], "baseline_calls_per_s": best["baseline"],
+            "speedup": best["ours"] / best["baseline"], "calls": calls}
+
+
+def measure_submit(twin):
+    def pipelined():
+        futures = [twin.submit(noop) for _ in range(PIPELINED)]
+        for future in futures:
+            future.result(timeout=TIMEOUT)
+
+    def one_at_a_time():
+        for _ in range(PIPELINED):
+            twin.execute(noop)
+
+    result = best_rate(PIPELINED, pipelined, one_at_a_time)
+    result["baseline"] = "execute one at a time"
+    return result
+
+
+def measure_gather(twin):
+    import asyncio
+
+    async def gathered():
+        await asyncio.gather(*[twin.aexecute(noop) for _ in range(GATHERED)])
+
+    async def on_threads():
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*[loop.run_in_executor(None, twin.execute, noop) for _ in range(GATHERED)])
+
+    loop = asyncio.new_event_loop()
+    try:
+        result = best_rate(GATHERED, lambda: loop.run_until_complete(gathered()),
+                           lambda: loop.run_until_complete(on_threads()))
+    finally:
+        loop.close()
+    result["baseline"] = "run_in_executor on asyncio's thread pool"
+    return result
+
+
+def measure_interpreter_pool():
+    """10,000 pipelined no-ops on CPython's own subinterpreter pool, if it has one."""
+    import concurrent.futures
+    import time
+
+    pool_type = getattr(concurrent.futures, "InterpreterPoolExecutor", None)
+    if pool_type is None:
+        return {"na": "this CPython (%s) has no concurrent.futures.InterpreterPoolExecutor (3.14+)"
+                % sys.version.split()[0]}
+    best = 0.0
+    with pool_type(max_workers=2) as pool:
+        for _ in range(FUTURE_RUNS):
+            start = time.perf_counter()
+            for future in [pool.submit(noop) for _ in range(PIPELINED)]:
+                future.result()
+            best = max(best, PIPELINED / (time.perf_counter() - start))
+    return {"calls_per_s": best, "calls": PIPELINED}
+
+
+def measure_futures(python):
+    twin = TwinMaster(executable=python, twinterpreter_id=TWIN_ID)
+    twin.start()
+    result = {}
+    try:
+        guarded(result, "submit_10k", measure_submit, twin)
+        guarded(result, "gather_1k", measure_gather, twin)
+    finally:
+        twin.stop()
+    if wanted("submit_10k"):
+        try:
+            result["interpreter_pool_10k"] = measure_interpreter_pool()
+        except Exception as error:  # reported, never dropped
+            result["interpreter_pool_10k"] = {"error": "%s: %s" % (type(error).__name__, error)}
+    return result
+
+
 def measure_rust_host(python):
     """The Rust host example's no-op round trip, if it is built."""
     example = os.path.join(ROOT, "target", "release", "examples", "embed_pypy")
@@ -226,6 +322,7 @@ GROUPS = {
     "calls": (measure_calls, CALL_METRICS, (False, True)),
     "startup": (measure_startup, ("startup",), (False,)),
     "threads": (measure_threads, ("threads",), (False,)),
+    "futures": (measure_futures, ("submit_10k", "gather_1k"), (False,)),
     "rust": (measure_rust_host, ("rust_host_noop",), (False, True)),
 }
 
@@ -265,6 +362,8 @@ def rows_of(result, metrics, twin, pinned):
         names = [metric]
         if metric == "startup":
             names = ["startup_pass", "startup_import", "startup"]
+        elif metric == "submit_10k" and twin == "CPython":
+            names = ["submit_10k", "interpreter_pool_10k"]  # the pool once, beside CPython
         for name in names:
             row = {"group": "ours", "subject": "cpy2py", "twin": twin, "pinned": pinned,
                    "metric": name}
@@ -272,6 +371,9 @@ def rows_of(result, metrics, twin, pinned):
                 row.update(subject="cpy2py (Rust host)", metric="noop")
             elif name in ("startup_pass", "startup_import"):
                 row.update(group="floor", subject="interpreter start")
+            elif name == "interpreter_pool_10k":
+                # the master's own subinterpreters: no twin involved
+                row.update(group="peer", subject="InterpreterPoolExecutor", metric="submit_10k")
             if "error" in result:
                 row["error"] = result["error"]
             elif name in result:

@@ -80,9 +80,17 @@ pub struct Row {
     /// Calls per second of one thread alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_thread_calls_per_s: Option<f64>,
-    /// `calls_per_s` over `one_thread_calls_per_s`.
+    /// `calls_per_s` over `one_thread_calls_per_s`, or over `baseline_calls_per_s`
+    /// where there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speedup: Option<f64>,
+    /// What a throughput row is compared with, measured in the same run
+    /// (`submit_10k`: one `execute` at a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    /// Calls per second of the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_calls_per_s: Option<f64>,
     /// Why the metric does not apply (a peer without PyPy support, an unbuilt example).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub na: Option<String>,

@@ -57,7 +57,7 @@ const PEER_VENVS: [(&str, &str, &[&str]); 2] = [
 /// The groups `--only` accepts, in the order they run.
 const GROUPS: [&str; 4] = ["wire", "floors", "ours", "peers"];
 /// The metric names `--only` accepts (rows' `metric` in report.json).
-const METRICS: [&str; 15] = [
+const METRICS: [&str; 17] = [
     "noop",
     "add",
     "method",
@@ -72,6 +72,8 @@ const METRICS: [&str; 15] = [
     "numpy_64mib_pickle4",
     "startup",
     "threads",
+    "submit_10k",
+    "gather_1k",
     "rust_host_noop",
 ];
 /// The payloads of the bulk metrics as the wire bench names their reply frames.

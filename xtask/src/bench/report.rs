@@ -23,7 +23,7 @@ const CALL_COLUMNS: [(&str, &str); 6] = [
     ("ref_attribute", "attribute read, by reference"),
     ("bounce10", "callback bounce, per hop"),
 ];
-const BULK_COLUMNS: [(&str, &str); 8] = [
+const BULK_COLUMNS: [(&str, &str); 10] = [
     ("bytes_1mib", "1 MiB bytes echo"),
     ("list_100k", "100k-int list echo"),
     ("dict_10k", "10k str→float dict echo"),
@@ -35,6 +35,8 @@ const BULK_COLUMNS: [(&str, &str); 8] = [
     ),
     ("startup", "startup to first call"),
     ("threads", "4 threads × noop"),
+    ("submit_10k", "10,000 `submit(noop)` in flight"),
+    ("gather_1k", "`gather` of 1,000 `aexecute(noop)`"),
 ];
 
 fn pinning(pinned: bool) -> &'static str {
@@ -144,8 +146,11 @@ fn cell(rows: &[Row], row: Option<&Row>, notes: &mut Notes) -> String {
         return format!("n/a [{}]", notes.mark(reason));
     }
     if let Some(rate) = row.calls_per_s {
-        let speedup = row.speedup.unwrap_or(f64::NAN);
-        return format!("{:.0} calls/s, {speedup:.2}× one thread's", rate);
+        let Some(speedup) = row.speedup else {
+            return format!("{rate:.0} calls/s");
+        };
+        let against = row.baseline.as_deref().unwrap_or("one thread");
+        return format!("{rate:.0} calls/s, {speedup:.2}× {against}");
     }
     let (Some(median), Some(p99)) = (row.median_us, row.p99_us) else {
         return "—".into();
@@ -207,7 +212,7 @@ pub fn markdown(report: &Report) -> String {
         &mut out,
         rows,
         &mut notes,
-        "Bulk, startup and threads",
+        "Bulk, startup, threads and futures",
         &BULK_COLUMNS,
     );
     targets_table(&mut out, &report.targets);
@@ -631,6 +636,29 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             Bound::AtLeast(1.5),
             threads,
         ));
+        for (metric, name, bound) in [
+            (
+                "submit_10k",
+                "10,000 pipelined `submit`, calls/s vs `execute` one at a time",
+                Bound::AtLeast(3.0),
+            ),
+            (
+                "gather_1k",
+                "`gather` of 1,000 `aexecute`, calls/s vs `run_in_executor` on threads",
+                Bound::AtLeast(1.0),
+            ),
+        ] {
+            let found = rows
+                .iter()
+                .find(|r| {
+                    r.group == "ours" && r.twin.as_deref() == Some(twin) && r.metric == metric
+                })
+                .and_then(|row| {
+                    let (ours, base) = (row.calls_per_s?, row.baseline_calls_per_s?);
+                    Some((ours / base, format!("{ours:.0} vs {base:.0} calls/s")))
+                });
+            out.push(target_row(name, twin, false, bound, found));
+        }
         for pin in [true, false] {
             let p99 = ours(twin, "noop", pin).and_then(|row| {
                 let (median, p99) = (row.median_us?, row.p99_us?);
@@ -792,6 +820,18 @@ mod tests {
             ..Row::default()
         });
         rows.push(Row {
+            group: "ours".into(),
+            subject: "cpy2py".into(),
+            twin: Some("PyPy".into()),
+            metric: "submit_10k".into(),
+            pinned: Some(false),
+            calls_per_s: Some(90_000.0),
+            baseline_calls_per_s: Some(25_000.0),
+            speedup: Some(3.6),
+            baseline: Some("execute one at a time".into()),
+            ..Row::default()
+        });
+        rows.push(Row {
             group: "peer".into(),
             subject: "broken <peer> & co".into(),
             twin: Some("PyPy".into()),
@@ -824,6 +864,10 @@ mod tests {
         assert_eq!(list.met, Some(true));
         let threads = verdict(&targets, "4 threads", "none");
         assert_eq!(threads.met, Some(false));
+        let submit = verdict(&targets, "10,000 pipelined", "none");
+        assert_eq!((submit.ratio, submit.met), (Some(3.6), Some(true)));
+        let gather = verdict(&targets, "`gather`", "none");
+        assert_eq!(gather.measured, "not measured");
         // No rows, no verdict.
         let startup = verdict(&targets, "startup", "none");
         assert_eq!((startup.ratio, startup.met), (None, None));
@@ -849,6 +893,10 @@ mod tests {
         assert!(text.contains("1. exit 1: it \\| broke"), "{text}");
         assert!(text.contains("## Targets"), "{text}");
         assert!(text.contains("**missed**"), "{text}");
+        assert!(
+            text.contains("90000 calls/s, 3.60× execute one at a time"),
+            "{text}"
+        );
     }
 
     #[test]
