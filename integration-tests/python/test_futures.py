@@ -320,6 +320,32 @@ def test_time_left_is_none_without_a_deadline(twin):
     assert cpy2py.time_left() is None  # this thread serves no call
 
 
+def test_async_for_over_a_remote_generator_streams_it_in_order(twin):
+    gen = twin.execute(refhelpers.make_producing, 3000, "async-for")
+
+    async def main():
+        return [item async for item in gen]
+
+    assert run(main()) == list(range(3000))
+    # fetched in batches: the twin produced it all, and no more round trips remain
+    assert twin.execute(refhelpers.produced, "async-for") == 3000
+
+
+def test_async_for_raises_the_generators_exception_at_its_item(twin):
+    gen = twin.execute(refhelpers.make_failing, 100, 40)
+
+    async def main():
+        seen = []
+        with pytest.raises(ValueError, match="failed at item 40"):
+            async for item in gen:
+                seen.append(item)
+        with pytest.raises(StopAsyncIteration):
+            await gen.__anext__()
+        return seen
+
+    assert run(main()) == list(range(40))
+
+
 def test_run_in_executor_runs_in_the_twin(twin):
     async def main():
         loop = asyncio.get_running_loop()

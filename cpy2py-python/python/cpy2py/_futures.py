@@ -28,12 +28,10 @@ import concurrent.futures._base as _futures_base
 import itertools
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Set, Tuple
-
-if TYPE_CHECKING:  # asyncio is imported by whoever awaits; a twin's startup skips it
-    import asyncio
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Set, Tuple
 
 from . import _native, _runtime
+from ._aio import start_async
 
 __all__ = [
     "TwinFuture",
@@ -49,9 +47,6 @@ __all__ = [
 #: Names a request in flight, for ``_native.cancel``.
 Handle = Tuple[int, int, int]
 
-#: ``native(on_done)``: sends one request and returns its handle; ``on_done(ok,
-#: value)`` gets its outcome (asyncio).
-Submit = Callable[[Callable[[bool, Any], None]], Optional[Handle]]
 
 
 class TwinFuture(concurrent.futures.Future):  # type: ignore[type-arg]
@@ -167,37 +162,6 @@ def completed(call: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any) -> "
     except BaseException as error:  # noqa: B902 - delivered through the future
         future.set_exception(error)
     return future
-
-
-def _settle(future: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
-    if future.done():  # the awaiting task was cancelled: drop the outcome
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
-
-
-async def start_async(native: Submit) -> Any:
-    """Awaits the outcome of the request ``native`` sends, on the running loop."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    future: "asyncio.Future[Any]" = loop.create_future()
-
-    def on_done(ok: bool, value: Any) -> None:
-        try:
-            loop.call_soon_threadsafe(_settle, future, ok, value)
-        except RuntimeError:  # the loop is closed: nobody awaits it any more
-            pass
-
-    handle = native(on_done)
-    try:
-        return await future
-    except asyncio.CancelledError:
-        if handle is not None:
-            _native.cancel(handle)
-        raise
 
 
 def apply_chunk(call: Callable[..., Any], chunk: List[Tuple[Any, ...]]) -> List[Any]:

@@ -26,6 +26,7 @@ import types
 from typing import Any, Callable, Dict, FrozenSet, List, NoReturn, Optional, Tuple, TypeVar
 
 from . import _native
+from ._aio import start_async
 
 __all__ = [
     "RemoteObject",
@@ -239,6 +240,37 @@ def _raise_end(stream: _Stream) -> NoReturn:
     raise end
 
 
+async def _remote_anext(self: Any) -> Any:
+    """``await anext(proxy)`` (``async for``): as :func:`_remote_next`, without
+    blocking the event loop; each round trip is awaited. Items come one at a time
+    at first, then in batches; the iterator's end raises StopAsyncIteration."""
+    stream = _stream_of(self)
+    if not stream.items and stream.end is None:
+        stream.calls += 1
+        one_by_one = stream.steered or stream.calls <= ONE_BY_ONE
+        n = 1 if one_by_one else stream.batch
+        owner = object.__getattribute__(self, REF_SLOT)[0]
+        # The end comes back as a value: a StopIteration cannot go through a future.
+        items, end = await start_async(
+            lambda on_done: _native.call_async(owner, on_done, next_batch, (self, n))
+        )
+        if not one_by_one:
+            stream.batch = min(stream.batch * 2, MAX_BATCH)
+        stream.items.extend(items)
+        if end is not None:
+            stream.end = end
+    if stream.items:
+        return stream.items.popleft()
+    try:
+        _raise_end(stream)
+    except StopIteration:
+        raise StopAsyncIteration from None
+
+
+def _remote_aiter(self: Any) -> Any:
+    return self
+
+
 def _remote_iter(self: Any) -> Any:
     return self  # an iterator's iter() is itself: no round trip
 
@@ -308,6 +340,8 @@ def proxy_class(module: str, qualname: str, methods: int, hashable: bool) -> typ
             namespace[name] = _forwarder(name)
     if "__next__" in namespace:
         namespace["__next__"] = _remote_next
+        namespace["__anext__"] = _remote_anext
+        namespace["__aiter__"] = _remote_aiter
         if "__iter__" in namespace:
             namespace["__iter__"] = _remote_iter
     if not hashable:
