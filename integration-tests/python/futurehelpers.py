@@ -98,3 +98,13 @@ def call_master_past_deadline(key, gate):
         ended = type(error).__name__
     _record(key, (left, ended, cpy2py.time_left()))
     return ended
+
+
+def call_master_and_record(key, gate):
+    """Waits in a call back into the master (at ``gate``); records how it ended."""
+    try:
+        master_wait_at(gate)
+        _record(key, "returned")
+    except BaseException as error:
+        _record(key, type(error).__name__)
+        raise

@@ -278,6 +278,20 @@ def test_cancelling_the_task_awaiting_a_call_interrupts_it(twin, flavour):
     assert twin.execute(futurehelpers.square, 5) == 25
 
 
+def test_cancelling_a_call_waiting_in_a_nested_call_interrupts_it(twin, flavour):
+    key, gate = "nested-cancel-" + flavour, "nested-cancel-gate-" + flavour
+    future = twin.submit(futurehelpers.call_master_and_record, key, gate)
+    # the twin's call waits for the master, which waits at the gate
+    assert procutil.wait_until(lambda: futurehelpers.arrived(gate), 10)
+    assert future.cancel()
+    # the twin's wait for its nested call ends (it looks for pending exceptions
+    # every 100 ms), well before the gate opens
+    assert procutil.wait_until(lambda: twin.execute(futurehelpers.outcome, key) is not None, 10)
+    assert twin.execute(futurehelpers.outcome, key) == "CallCancelled"
+    futurehelpers.open_gate(gate)  # the master's late reply to the twin is dropped there
+    assert twin.execute(futurehelpers.square, 7) == 49
+
+
 def test_shutdown_with_cancel_futures_interrupts_the_calls_in_flight(fresh_twin):
     futures = [fresh_twin.submit(futurehelpers.spin, "spin-shutdown-%d" % n) for n in range(2)]
     for n in range(2):
