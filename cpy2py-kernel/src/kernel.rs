@@ -56,6 +56,12 @@ pub struct KernelConfig {
     /// How long queued requests wait with none taken before another pool
     /// thread starts (see [`KernelConfig::eager_workers`]).
     pub stall: Duration,
+    /// Most pool threads; beyond them requests queue until a thread is free.
+    /// Callbacks on a chain whose thread waits here run on that thread and
+    /// need none, so call chains of any depth go on; but more than this many
+    /// requests that each wait for a later one to run here wait until one of
+    /// them gives up.
+    pub max_workers: usize,
     /// Twin only: once stopping (shutdown requested or master gone), end the
     /// whole process if it has not exited by itself after this long. `None`
     /// (the default) leaves exiting to the host.
@@ -70,6 +76,7 @@ impl Default for KernelConfig {
             max_idle_workers: 4,
             eager_workers: 8,
             stall: Duration::from_millis(2),
+            max_workers: 64,
             exit_after_stop: None,
         }
     }

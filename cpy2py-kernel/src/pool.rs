@@ -150,7 +150,9 @@ impl Kernel {
             if pool.ready.is_empty() || self.is_stopping() {
                 return;
             }
-            let stuck = pool.taken == armed_at && pool.idle == 0;
+            let stuck = pool.taken == armed_at
+                && pool.idle == 0
+                && pool.threads < self.shared.config.max_workers;
             self.watch_for_stall(&mut pool);
             stuck
         };

@@ -5,7 +5,7 @@
 mod common;
 
 use cpy2py_kernel::{Handler, Kernel, KernelConfig, RequestContext, SocketTransport};
-use cpy2py_wire::{Op, Outcome, Value};
+use cpy2py_wire::{Op, Outcome, PeerId, Value};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::channel;
@@ -13,7 +13,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Serves `noop()`, `sleep(ms)`, `peak_threads()` (the most threads serving at
-/// once so far) and `block(n)`: waits until `n` `block` calls run at once.
+/// once so far), `block(n)`: waits until `n` `block` calls run at once, and
+/// `bounce(n)`: calls the requester's `bounce(n - 1)`, returning the depth.
 struct Blocking;
 
 static BLOCKED: Mutex<usize> = Mutex::new(0);
@@ -44,15 +45,26 @@ thread_local! {
 }
 
 impl Handler for Blocking {
-    fn handle(&self, _ctx: &RequestContext<'_>, op: Op) -> Outcome {
+    fn handle(&self, ctx: &RequestContext<'_>, request: Op) -> Outcome {
         COUNTED.with(|c| {
             c.get_or_init(Live::new);
         });
-        let Op::CallGlobal { qualname, args, .. } = op else {
+        let Op::CallGlobal { qualname, args, .. } = request else {
             return Outcome::Ok(Value::None);
         };
         match (qualname.as_str(), args.as_slice()) {
             ("noop", []) => Outcome::Ok(Value::None),
+            ("bounce", [Value::Int(0)]) => Outcome::Ok(Value::Int(0)),
+            ("bounce", [Value::Int(n)]) => {
+                let nested = op("bounce", vec![Value::Int(n - 1)]);
+                match ctx
+                    .kernel
+                    .call(ctx.src, nested, Some(Duration::from_secs(30)))
+                {
+                    Ok(Outcome::Ok(Value::Int(depth))) => Outcome::Ok(Value::Int(depth + 1)),
+                    other => Outcome::Ok(Value::Str(format!("{other:?}"))),
+                }
+            }
             ("sleep", [Value::Int(ms)]) => {
                 std::thread::sleep(Duration::from_millis(*ms as u64));
                 Outcome::Ok(Value::None)
@@ -90,7 +102,13 @@ fn op(name: &str, args: Vec<Value>) -> Op {
     }
 }
 
+/// One test, its parts in turn: [`PEAK`] counts the threads of the whole process.
 #[test]
+fn the_pool_grows_only_as_its_work_needs() {
+    bursts_start_few_threads_and_blocked_requests_still_all_run();
+    slow_requests_beyond_the_cap_queue_and_a_deep_chain_still_completes();
+}
+
 fn bursts_start_few_threads_and_blocked_requests_still_all_run() {
     let master = Kernel::start_master(
         common::local("master"),
@@ -145,8 +163,9 @@ fn bursts_start_few_threads_and_blocked_requests_still_all_run() {
         other => panic!("{other:?}"),
     };
     let eager = KernelConfig::default().eager_workers;
+    // (and a few more the stall timer may add while the pool catches up)
     assert!(
-        threads <= eager + 4,
+        threads <= 2 * eager,
         "{threads} threads at once served a burst (eager: {eager})"
     );
 
@@ -170,6 +189,60 @@ fn bursts_start_few_threads_and_blocked_requests_still_all_run() {
     for _ in 0..all {
         assert_eq!(outcomes.recv_timeout(Duration::from_secs(30)), Ok(true));
     }
+    master.shutdown(Duration::from_secs(1));
+    twin.shutdown(Duration::from_secs(1));
+}
+
+fn slow_requests_beyond_the_cap_queue_and_a_deep_chain_still_completes() {
+    let config = KernelConfig {
+        eager_workers: 4,
+        max_workers: 12,
+        ..KernelConfig::default()
+    };
+    let master =
+        Kernel::start_master(common::local("master"), config, Arc::new(Blocking)).expect("master");
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let (twin, _) = common::join_twin(
+        &master,
+        "twin",
+        Box::new(SocketTransport::new(a).expect("transport")),
+        Box::new(SocketTransport::new(b).expect("transport")),
+        Arc::new(Blocking),
+    );
+    // Counted from here: the threads the last part left may still be ending.
+    PEAK.store(LIVE.load(Ordering::SeqCst), Ordering::SeqCst);
+    let before = LIVE.load(Ordering::SeqCst);
+    // 240 slow requests from the twin to the master at once: 20 times the cap.
+    let (sender, outcomes) = channel();
+    for _ in 0..240 {
+        let sender = sender.clone();
+        twin.submit_with_callback(
+            PeerId::MASTER,
+            op("sleep", vec![Value::Int(100)]),
+            None,
+            Box::new(move |r| {
+                let _ = sender.send(r.is_ok());
+            }),
+        )
+        .expect("submitted");
+    }
+    // Meanwhile a chain 50 deep, master -> twin -> master ...: its callbacks
+    // into the master run on the master's waiting thread, not on the full pool.
+    let chain = twin.call(
+        PeerId::MASTER,
+        op("bounce", vec![Value::Int(50)]),
+        Some(Duration::from_secs(60)),
+    );
+    assert!(
+        matches!(chain, Ok(Outcome::Ok(Value::Int(50)))),
+        "{chain:?}"
+    );
+    for _ in 0..240 {
+        assert_eq!(outcomes.recv_timeout(Duration::from_secs(60)), Ok(true));
+    }
+    let peak = PEAK.load(Ordering::SeqCst) - before;
+    // the master's pool, the twin's serving thread and its threads waiting
+    assert!(peak <= 12 + 4, "{peak} threads at once with a cap of 12");
     master.shutdown(Duration::from_secs(1));
     twin.shutdown(Duration::from_secs(1));
 }

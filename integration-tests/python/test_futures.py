@@ -83,8 +83,11 @@ def test_a_twin_ending_mid_call_fails_its_future(fresh_twin):
 
 def test_a_twin_killed_with_a_hundred_futures_pending_fails_them_all_at_once(fresh_twin):
     gate = "killed-with-100"
-    futures = [fresh_twin.submit(futurehelpers.wait_at, gate, n) for n in range(100)]
+    # half running (under the pool's cap of 64, so that `arrived` finds a thread),
+    # half sent after them
+    futures = [fresh_twin.submit(futurehelpers.wait_at, gate, n) for n in range(50)]
     assert procutil.wait_until(lambda: fresh_twin.execute(futurehelpers.arrived, gate), 10)
+    futures += [fresh_twin.submit(futurehelpers.wait_at, gate, n) for n in range(50, 100)]
     os.kill(fresh_twin.pid, signal.SIGKILL)
     done, not_done = concurrent.futures.wait(futures, timeout=1.0)
     assert not not_done, "%d of 100 futures still pending 1 s after the kill" % len(not_done)
@@ -98,9 +101,11 @@ def test_a_twin_killed_with_a_hundred_awaits_pending_fails_them_all_at_once(fres
     gate = "killed-with-100-awaits"
 
     async def main():
-        calls = [asyncio.ensure_future(fresh_twin.aexecute(futurehelpers.wait_at, gate, n)) for n in range(100)]
+        calls = [asyncio.ensure_future(fresh_twin.aexecute(futurehelpers.wait_at, gate, n)) for n in range(50)]
         while not await fresh_twin.aexecute(futurehelpers.arrived, gate):
             await asyncio.sleep(0.005)
+        calls += [asyncio.ensure_future(fresh_twin.aexecute(futurehelpers.wait_at, gate, n)) for n in range(50, 100)]
+        await asyncio.sleep(0)  # let the new tasks send their requests
         os.kill(fresh_twin.pid, signal.SIGKILL)
         done, pending = await asyncio.wait(calls, timeout=1.0)
         return [c.exception() for c in done], len(pending)
