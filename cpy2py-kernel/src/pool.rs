@@ -196,6 +196,15 @@ impl Kernel {
                     // the others run what was read.
                     if !pool.leader {
                         pool.leader = true;
+                        // What waits is for the others: wake one if any is
+                        // idle, else watch that it does not stall.
+                        let waiting = pool.ready.len();
+                        for _ in 0..waiting.min(pool.idle) {
+                            self.shared.pool_cv.notify_one();
+                        }
+                        if waiting > pool.idle {
+                            self.watch_for_stall(&mut pool);
+                        }
                         break None;
                     }
                     if let Some(job) = pool.take() {
