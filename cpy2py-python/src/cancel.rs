@@ -20,7 +20,7 @@ use crate::runtime::runtime;
 use cpy2py_wire::{PeerId, RequestId};
 use pyo3::prelude::*;
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, OnceLock, TryLockError};
 
 /// Cancels remembered for requests that had not started.
@@ -34,13 +34,15 @@ type Key = (PeerId, RequestId);
 
 /// A running request's thread, and whether a cancel was scheduled in it.
 struct Entry {
+    key: Key,
     thread: u64,
     scheduled: bool,
 }
 
 #[derive(Default)]
 struct State {
-    running: HashMap<Key, Entry>,
+    /// As many as threads run requests: a scan beats hashing per request.
+    running: Vec<Entry>,
     early: VecDeque<Key>,
 }
 
@@ -103,13 +105,11 @@ impl Running {
                     true
                 }
                 None => {
-                    state.running.insert(
+                    state.running.push(Entry {
                         key,
-                        Entry {
-                            thread,
-                            scheduled: false,
-                        },
-                    );
+                        thread,
+                        scheduled: false,
+                    });
                     false
                 }
             }
@@ -126,10 +126,12 @@ impl Running {
     pub(crate) fn leave(self, py: Python<'_>, raised: bool) {
         let scheduled = {
             let mut guard = state(py);
-            guard
-                .as_mut()
-                .and_then(|s| s.running.remove(&self.key))
-                .is_some_and(|e| e.scheduled)
+            guard.as_mut().is_some_and(|s| {
+                match s.running.iter().rposition(|e| e.key == self.key) {
+                    Some(at) => s.running.swap_remove(at).scheduled,
+                    None => false,
+                }
+            })
         };
         if scheduled && !raised {
             withdraw(py, self.thread);
@@ -161,7 +163,7 @@ pub(crate) fn cancel(py: Python<'_>, src: PeerId, id: RequestId) {
     let key = (src, id);
     let mut guard = state(py);
     let state = guard.get_or_insert_with(State::default);
-    match state.running.get_mut(&key) {
+    match state.running.iter_mut().find(|e| e.key == key) {
         Some(entry) if entry.scheduled => {}
         Some(entry) => {
             // Under the lock: `leave` cannot withdraw before it is scheduled.
