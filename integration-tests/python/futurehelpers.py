@@ -14,6 +14,7 @@ _lock = threading.Lock()
 _gates = {}
 _arrived = set()
 _outcomes = {}
+_running_slow = [0, 0]  # now, most at once
 
 
 def _gate(key):
@@ -108,3 +109,21 @@ def call_master_and_record(key, gate):
     except BaseException as error:
         _record(key, type(error).__name__)
         raise
+
+
+def slow(seconds):
+    """Sleeps (blocked in C, the GIL released); notes how many run at once."""
+    with _lock:
+        _running_slow[0] += 1
+        _running_slow[1] = max(_running_slow[1], _running_slow[0])
+    try:
+        time.sleep(seconds)
+    finally:
+        with _lock:
+            _running_slow[0] -= 1
+
+
+def most_slow_at_once():
+    """The most :func:`slow` calls that ran at once (each on a thread of its own)."""
+    with _lock:
+        return _running_slow[1]

@@ -179,6 +179,18 @@ def test_a_cancelled_task_stops_waiting_and_the_twin_stays_usable(twin):
     assert run(main()) == 25
 
 
+def test_five_hundred_slow_calls_queue_at_the_pools_cap_and_a_deep_chain_goes_on(twin, flavour):
+    futures = [twin.submit(futurehelpers.slow, 0.05) for _ in range(500)]
+    # a chain 50 deep (twin -> master -> twin ...) under that load: its first hop
+    # waits for a pool thread, the rest run on the threads that wait for them
+    trail = twin.execute(twinhelpers._bounce, flavour, 50, [])
+    assert len(trail) == 50
+    assert all(f.result(timeout=60) is None for f in futures)
+    # each ran on a thread of its own: at most the pool's cap (64) and the serving
+    # thread at once, and well more than one (they did not run one by one)
+    assert 8 <= twin.execute(futurehelpers.most_slow_at_once) <= 64 + 1
+
+
 def test_callbacks_from_the_twin_run_while_the_loop_awaits(twin, flavour):
     """A chain of depth 20 (twin -> master -> twin ...) started from the loop: the
     master's side runs on pool threads, never on the waiting loop."""
