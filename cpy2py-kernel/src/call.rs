@@ -203,7 +203,7 @@ impl PendingCall {
                 // thread reading rather than wake the pool.
                 let (src, id, outcome) = kernel.handle_inbound(inbound);
                 let same_socket = kernel.route(src).is_ok_and(|r| Arc::ptr_eq(&r, &route));
-                kernel.reply_with(src, id, outcome, false, |bytes| {
+                kernel.reply_with(src, id, outcome, |bytes| {
                     if same_socket && bytes <= SMALL_FRAME {
                         if let Ok(guard) = route.reader.try_lock() {
                             let _ = kernel.watch(&route, false);

@@ -430,18 +430,6 @@ impl Kernel {
         envelope: &Envelope,
         before_write: impl FnOnce(usize),
     ) -> Result<(), CallError> {
-        self.send_to_mode(peer, envelope, before_write, false)
-    }
-
-    /// [`Kernel::send_to_with`]; with `hold`, a small frame may wait to go
-    /// with the next ones (see `Peer::hold`).
-    fn send_to_mode(
-        &self,
-        peer: &Peer,
-        envelope: &Envelope,
-        before_write: impl FnOnce(usize),
-        hold: bool,
-    ) -> Result<(), CallError> {
         ENCODE_BUF.with(|cell| {
             let mut guard = cell.try_borrow_mut();
             let mut fresh = (Vec::new(), Vec::new());
@@ -467,9 +455,7 @@ impl Kernel {
             }
             tracing::trace!(dst = envelope.dst.0, bytes = total, "send frame");
             before_write(total);
-            let result = if splices.is_empty() && hold {
-                peer.hold(buf)
-            } else if splices.is_empty() {
+            let result = if splices.is_empty() {
                 peer.write_all(buf)
             } else {
                 peer.write_spliced(buf, splices)
@@ -602,18 +588,15 @@ impl Kernel {
     }
 
     pub(crate) fn reply(&self, src: PeerId, id: RequestId, outcome: Outcome) {
-        self.reply_with(src, id, outcome, false, |_| {});
+        self.reply_with(src, id, outcome, |_| {});
     }
 
     /// Sends a reply; `before_write` runs once the frame's size is known.
-    /// With `hold`, a small reply may wait to go with the next frames (the
-    /// caller has more requests to run at once and flushes after them).
     pub(crate) fn reply_with(
         &self,
         src: PeerId,
         id: RequestId,
         outcome: Outcome,
-        hold: bool,
         before_write: impl FnOnce(usize),
     ) {
         let Ok(route) = self.route(src) else {
@@ -625,7 +608,7 @@ impl Kernel {
             dst: src,
             message: Message::Reply(Reply { id, outcome }),
         };
-        match self.send_to_mode(&route, &envelope, before_write, hold) {
+        match self.send_to_with(&route, &envelope, before_write) {
             Ok(()) => {}
             Err(CallError::Encode(reason)) => {
                 // The outcome itself cannot travel: tell the requester why.

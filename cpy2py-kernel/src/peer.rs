@@ -260,9 +260,8 @@ pub(crate) struct Peer {
     pub transport: Box<dyn Transport>,
     /// Read side: whoever holds this lock reads the socket.
     pub reader: Mutex<ReadBuf>,
-    /// Serializes whole frames on the write side, and holds small frames
-    /// written later together (see [`Peer::hold`]).
-    writer: Mutex<Held>,
+    /// Serializes whole frames on the write side.
+    writer: Mutex<()>,
     /// Whether the socket is registered with the poll (see `Kernel::watch`).
     pub watched: Mutex<bool>,
     /// The poll reported readiness while someone else held `reader`.
@@ -291,7 +290,7 @@ impl Peer {
             hello,
             transport,
             reader: Mutex::new(buf),
-            writer: Mutex::new(Held::default()),
+            writer: Mutex::new(()),
             watched: Mutex::new(false),
             missed: AtomicBool::new(false),
             standby: Mutex::new(Vec::new()),
@@ -314,37 +313,13 @@ impl Peer {
         self.closed.get().is_some()
     }
 
-    /// Writes whole frames (after any held ones), waiting for the socket to
-    /// drain when it is full.
+    /// Writes whole frames, waiting for the socket to drain when it is full.
     pub(crate) fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut held = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        held.write_with(&*self.transport, bytes)
-    }
-
-    /// Writes frame `bytes` later, with the frames after it, if it is small:
-    /// held frames go out at the latest once they are [`HOLD_NS`] old or
-    /// [`HOLD_BYTES`] long, with the next frame written to this peer, or at
-    /// [`Peer::flush`]. For replies that a thread with more requests to run
-    /// at once would otherwise write one system call each.
-    pub(crate) fn hold(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut held = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = sys::monotonic_ns();
-        if held.bytes.is_empty() {
-            held.since_ns = now;
+        if bytes.is_empty() {
+            return Ok(());
         }
-        if held.bytes.len() + bytes.len() > HOLD_BYTES
-            || now.saturating_sub(held.since_ns) > HOLD_NS
-        {
-            return held.write_with(&*self.transport, bytes);
-        }
-        held.bytes.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    /// Writes the held frames, if any.
-    pub(crate) fn flush(&self) -> io::Result<()> {
-        let mut held = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        held.write_with(&*self.transport, &[])
+        let _guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        transport::write_all(&*self.transport, &mut [IoSlice::new(bytes)])
     }
 
     /// Writes a frame encoded by `encode_frame_vectored`: the pieces of `head`
@@ -361,50 +336,9 @@ impl Peer {
             at = s.at;
         }
         slices.push(IoSlice::new(&head[at..]));
-        let mut held = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if !held.bytes.is_empty() {
-            slices.insert(0, IoSlice::new(&held.bytes));
-        }
         slices.retain(|s| !s.is_empty());
-        let result = transport::write_all(&*self.transport, &mut slices);
-        drop(slices);
-        held.bytes.clear();
-        result
-    }
-}
-
-/// How long a held frame waits at most (see [`Peer::hold`]): 200 µs.
-pub(crate) const HOLD_NS: u64 = 200_000;
-/// How many bytes of frames are held at most.
-pub(crate) const HOLD_BYTES: usize = 64 * 1024;
-
-/// Frames written to a peer but not yet sent.
-#[derive(Default)]
-struct Held {
-    bytes: Vec<u8>,
-    /// `sys::monotonic_ns` when the first of them was held.
-    since_ns: u64,
-}
-
-impl Held {
-    /// Writes the held frames and then `bytes`, in one call where the socket
-    /// takes them; the held ones are gone either way (a failed write ends
-    /// the peer).
-    fn write_with(&mut self, transport: &dyn Transport, bytes: &[u8]) -> io::Result<()> {
-        let result = match (self.bytes.is_empty(), bytes.is_empty()) {
-            (true, true) => Ok(()),
-            (true, false) => transport::write_all(transport, &mut [IoSlice::new(bytes)]),
-            (false, true) => transport::write_all(transport, &mut [IoSlice::new(&self.bytes)]),
-            (false, false) => transport::write_all(
-                transport,
-                &mut [IoSlice::new(&self.bytes), IoSlice::new(bytes)],
-            ),
-        };
-        self.bytes.clear();
-        if self.bytes.capacity() > HOLD_BYTES * 2 {
-            self.bytes = Vec::new();
-        }
-        result
+        let _guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        transport::write_all(&*self.transport, &mut slices)
     }
 }
 

@@ -135,17 +135,9 @@ impl Kernel {
         }
         if let Some(master) = self.peer(PeerId::MASTER) {
             self.rewatch(&master);
-            self.flush(&master);
         }
         let backlog: Vec<Inbound> = lock(&serve.backlog).drain(..).collect();
         self.enqueue(backlog);
-    }
-
-    /// Writes the replies held for `master`.
-    fn flush(&self, master: &Peer) {
-        if let Err(e) = master.flush() {
-            tracing::debug!(error = %e, "write failed");
-        }
     }
 
     /// Marks the start of a request on the twin's serving thread, setting the
@@ -189,9 +181,6 @@ impl Kernel {
                 self.serve_one(&master, job, &mut held);
                 continue;
             }
-            // Nothing more to run at once: held replies go before this
-            // thread waits.
-            self.flush(&master);
             let reading = match held.take() {
                 Some(guard) => Some(guard),
                 None => master.reader.try_lock().ok(),
@@ -260,7 +249,6 @@ impl Kernel {
             }
         }
         *lock(&self.shared.serve_waiter) = None;
-        self.flush(&master);
         // Whatever is left goes to the pool, which fails or drops it.
         let backlog: Vec<Inbound> = lock(&self.shared.serve.backlog).drain(..).collect();
         self.enqueue(backlog);
@@ -276,16 +264,11 @@ impl Kernel {
         self.serve_started();
         let (src, id, outcome) = self.handle_inbound(job);
         self.shared.serve.busy.store(false, Ordering::SeqCst);
-        // With more requests read and waiting for this thread, the reply may
-        // go with theirs: one system call for a batch of small replies. The
-        // serving loop flushes before it waits, the leader if the next
-        // request takes long (see `look_at_serving_thread`).
-        let more = !lock(&self.shared.serve.backlog).is_empty();
         // Take the reader role back before the reply leaves: the next request
         // often follows it at once, and should find this thread reading rather
         // than wake the pool. Large replies are written first, so that this
         // thread never blocks writing while it is the only reader.
-        self.reply_with(src, id, outcome, more, |bytes| {
+        self.reply_with(src, id, outcome, |bytes| {
             if bytes <= SMALL_FRAME {
                 if let Ok(guard) = master.reader.try_lock() {
                     let _ = self.watch(master, false);
