@@ -101,22 +101,19 @@ fn deliver(py: Python<'_>, done: Done) {
 type Handle = (u32, u32, u32);
 
 /// Sends the request `build` makes to `dst`; `on_done` receives its outcome on
-/// the completion thread.
+/// the completion thread. `what` names the call for the outcome's errors,
+/// `described` for a failure to send it.
 fn submit(
     py: Python<'_>,
     dst: PeerId,
     what: What,
+    described: impl FnOnce() -> String,
     on_done: Py<PyAny>,
     build: impl FnOnce(&Encoder<'_>) -> PyResult<Op>,
 ) -> PyResult<Handle> {
     let kernel = kernel(py)?;
     let op = prepare(kernel, dst, build)?;
     let queue = completions().clone();
-    // Only a failure to send needs it before the outcome does.
-    let described = match &what {
-        What::Callable(func) => What::Callable(func.clone_ref(py)),
-        What::Method(name) => What::Method(name.clone()),
-    };
     let callback = Box::new(move |result| {
         let done = Done {
             kernel,
@@ -134,7 +131,7 @@ fn submit(
     // The request's values were encoded above; sending needs no GIL.
     py.detach(|| kernel.submit_with_callback(dst, op, None, callback))
         .map(|id| (dst.0, id.index, id.generation))
-        .map_err(|e| crate::errors::call_error(py, e, &described.describe(py)))
+        .map_err(|e| crate::errors::call_error(py, e, &described()))
 }
 
 /// Cancels the request `handle` names (from [`call_async`]): its destination
@@ -175,6 +172,7 @@ pub(crate) fn call_async(
         py,
         PeerId(peer),
         What::Callable(func.clone().unbind()),
+        || describe_callable(func),
         on_done,
         |encoder| call_op(encoder, func, args, kwargs),
     )
@@ -194,10 +192,11 @@ pub(crate) fn call_method_async(
 ) -> PyResult<Handle> {
     let target = objects::proxy_target(py, proxy)?;
     let what = What::Method(name.clone());
-    submit(py, target.owner, what, on_done, |encoder| {
+    let described = || What::Method(name.clone()).describe(py);
+    submit(py, target.owner, what, described, on_done, |encoder| {
         Ok(Op::CallMethod {
             target: target.clone(),
-            name,
+            name: name.clone(),
             args: encoder.values(args.iter())?,
             kwargs: encoder.kwargs(kwargs)?,
         })
