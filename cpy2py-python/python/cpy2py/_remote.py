@@ -208,27 +208,40 @@ def _steer(proxy: Any, name: str) -> None:
     stream.items.clear()
 
 
-def _remote_next(self: Any) -> Any:
-    """``next(proxy)``: one item at a time at first, then from batches fetched
-    ahead (one round trip per batch); an exception or the end comes at the item
-    where it happened."""
-    stream = _stream_of(self)
-    if stream.items:
-        return stream.items.popleft()
-    if stream.end is not None:
-        _raise_end(stream)
+def _fetch_size(stream: _Stream) -> int:
+    """Counts a fetch of the iterator behind ``stream``: how many items it asks
+    for (1 while fetching one at a time, then batches doubling up to MAX_BATCH)."""
     stream.calls += 1
     if stream.steered or stream.calls <= ONE_BY_ONE:
-        return _call_method(self, "__next__", ())
-    owner = object.__getattribute__(self, REF_SLOT)[0]
-    items, end = _native.call(owner, next_batch, (self, stream.batch))
-    stream.batch = min(stream.batch * 2, MAX_BATCH)
+        return 1
+    n = stream.batch
+    stream.batch = min(n * 2, MAX_BATCH)
+    return n
+
+
+def _next_of(stream: _Stream, items: List[Any], end: Optional[BaseException]) -> Any:
+    """Adds a fetch's items and end to ``stream``; its next item, or raises how
+    the iterator ended."""
     stream.items.extend(items)
     if end is not None:
         stream.end = end
     if stream.items:
         return stream.items.popleft()
     _raise_end(stream)
+
+
+def _remote_next(self: Any) -> Any:
+    """``next(proxy)``: one item at a time at first, then from batches fetched
+    ahead (one round trip per batch); an exception or the end comes at the item
+    where it happened."""
+    stream = _stream_of(self)
+    if stream.items or stream.end is not None:
+        return _next_of(stream, [], None)
+    n = _fetch_size(stream)
+    if n == 1:
+        return _call_method(self, "__next__", ())
+    owner = object.__getattribute__(self, REF_SLOT)[0]
+    return _next_of(stream, *_native.call(owner, next_batch, (self, n)))
 
 
 def _raise_end(stream: _Stream) -> NoReturn:
@@ -242,27 +255,20 @@ def _raise_end(stream: _Stream) -> NoReturn:
 
 async def _remote_anext(self: Any) -> Any:
     """``await anext(proxy)`` (``async for``): as :func:`_remote_next`, without
-    blocking the event loop; each round trip is awaited. Items come one at a time
-    at first, then in batches; the iterator's end raises StopAsyncIteration."""
+    blocking the event loop; each round trip is awaited. The iterator's end
+    raises StopAsyncIteration."""
     stream = _stream_of(self)
+    items: List[Any] = []
+    end: Optional[BaseException] = None
     if not stream.items and stream.end is None:
-        stream.calls += 1
-        one_by_one = stream.steered or stream.calls <= ONE_BY_ONE
-        n = 1 if one_by_one else stream.batch
+        n = _fetch_size(stream)
         owner = object.__getattribute__(self, REF_SLOT)[0]
         # The end comes back as a value: a StopIteration cannot go through a future.
         items, end = await start_async(
             lambda on_done: _native.call_async(owner, on_done, next_batch, (self, n))
         )
-        if not one_by_one:
-            stream.batch = min(stream.batch * 2, MAX_BATCH)
-        stream.items.extend(items)
-        if end is not None:
-            stream.end = end
-    if stream.items:
-        return stream.items.popleft()
     try:
-        _raise_end(stream)
+        return _next_of(stream, items, end)
     except StopIteration:
         raise StopAsyncIteration from None
 
