@@ -256,6 +256,30 @@ pub(crate) fn advise_huge_pages(ptr: *const u8, len: usize) {
     };
 }
 
+/// Tells the kernel that the whole pages inside `len` bytes at `ptr` (an
+/// allocation this process owns and will only write before reading again) may be
+/// taken back under memory pressure (`MADV_FREE`). Until they are, writing to
+/// them costs no page fault; once they are, they read as zeros. Errors are
+/// ignored: the pages then simply stay.
+pub(crate) fn advise_lazy_free(ptr: *const u8, len: usize) {
+    let page = rustix::param::page_size();
+    let start = (ptr as usize).next_multiple_of(page);
+    let end = (ptr as usize).saturating_add(len) / page * page;
+    if end <= start {
+        return;
+    }
+    // SAFETY: `start..end` lies inside an allocation this process owns,
+    // page-aligned, and its contents are not read again before being written
+    // (the caller's contract): MADV_FREE may only replace them with zeros.
+    let _ = unsafe {
+        rustix::mm::madvise(
+            start as *mut std::ffi::c_void,
+            end - start,
+            rustix::mm::Advice::LinuxFree,
+        )
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
