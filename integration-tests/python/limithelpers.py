@@ -1,0 +1,45 @@
+"""Functions the resource-limit tests (``test_limits``) run in twinterpreters.
+
+Imported by name in every interpreter of a test run, so it must import without
+pytest and run on Python 3.9 (PyPy).
+"""
+
+from cpy2py import twinfunction
+
+#: flavour -> id of the twins that push large payloads at each other
+CROSS_IDS = {"cpython": "cross-cpython", "pypy": "cross-pypy"}
+#: id of the twin that keeps answering small calls meanwhile
+BYSTANDER_ID = "cross-bystander"
+
+
+@twinfunction(CROSS_IDS["cpython"])
+def measure_in_cpython(data):
+    return len(data), data[:1], data[-1:]
+
+
+@twinfunction(CROSS_IDS["pypy"])
+def measure_in_pypy(data):
+    return len(data), data[:1], data[-1:]
+
+
+MEASURE_IN = {"cpython": measure_in_cpython, "pypy": measure_in_pypy}
+
+
+def push(flavour, size, rounds, fill):
+    """Run in a twin: sends ``size`` bytes of ``fill`` to the ``flavour`` twin
+    ``rounds`` times (forwarded by the master); what that twin saw each time."""
+    data = bytes([fill]) * size
+    return [MEASURE_IN[flavour](data) for _ in range(rounds)]
+
+
+def noop():
+    """The bystander's call."""
+
+
+def peak_rss_mib():
+    """This process's peak resident set size (``VmHWM``), MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")

@@ -1,0 +1,67 @@
+"""Resource limits that a long-running job meets (issue #17): large frames crossing
+between twins through the master at once, with other calls going on."""
+
+import threading
+import time
+
+import pytest
+
+import limithelpers
+import procutil
+from cpy2py import TwinMaster
+
+CROSS_SIZE = 200 << 20  # under the 256 MiB frame limit
+CROSS_ROUNDS = 3
+
+
+@pytest.fixture
+def crossing_twins():
+    """A PyPy and a CPython twin that push payloads at each other, and a bystander."""
+    masters = [
+        TwinMaster(executable=procutil.twin_executable(flavour), twinterpreter_id=twin_id)
+        for flavour, twin_id in limithelpers.CROSS_IDS.items()
+    ]
+    masters.append(TwinMaster(executable=procutil.twin_executable("cpython"),
+                              twinterpreter_id=limithelpers.BYSTANDER_ID))
+    try:
+        for master in masters:
+            master.start()
+        yield masters
+    finally:
+        for master in masters:
+            master.destroy()
+
+
+@pytest.mark.timeout(600)
+def test_two_twins_push_200_mib_at_each_other_through_the_master(crossing_twins):
+    cpython, pypy, bystander = crossing_twins
+    results = {}
+
+    def push(sender, to_flavour, fill):
+        try:
+            results[to_flavour] = sender.execute(
+                limithelpers.push, to_flavour, CROSS_SIZE, CROSS_ROUNDS, fill)
+        except BaseException as error:  # reported by the assertion below
+            results[to_flavour] = error
+
+    pushers = [
+        threading.Thread(target=push, args=(cpython, "pypy", 1)),
+        threading.Thread(target=push, args=(pypy, "cpython", 2)),
+    ]
+    for pusher in pushers:
+        pusher.start()
+    # Meanwhile another twin's calls keep completing, each within its own timeout.
+    noops = 0
+    slowest = 0.0
+    while any(pusher.is_alive() for pusher in pushers):
+        started = time.monotonic()
+        bystander.execute_timeout(10, limithelpers.noop)
+        slowest = max(slowest, time.monotonic() - started)
+        noops += 1
+    for pusher in pushers:
+        pusher.join()
+    assert results == {
+        "pypy": [(CROSS_SIZE, b"\x01", b"\x01")] * CROSS_ROUNDS,
+        "cpython": [(CROSS_SIZE, b"\x02", b"\x02")] * CROSS_ROUNDS,
+    }
+    assert noops > CROSS_ROUNDS, (noops, slowest)
