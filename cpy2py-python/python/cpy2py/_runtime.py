@@ -747,9 +747,10 @@ def load_main() -> Any:
 
 
 def poll_signals() -> None:
-    """Runs pending signal handlers (Ctrl-C) on interpreters where
-    ``PyErr_CheckSignals`` does not (PyPy's cpyext): they run at a backward
-    jump in bytecode, which this loop provides."""
+    """Runs pending signal handlers (Ctrl-C) and other pending actions on
+    interpreters where ``PyErr_CheckSignals`` does not (PyPy's cpyext, which also
+    frees the objects made through its C API in an action): they run at a
+    backward jump in bytecode, which this loop provides."""
     for _ in range(2):
         pass
 
