@@ -12,7 +12,9 @@ threads run at once until the time is up:
 RSS of every process is sampled at the start and the end (after a garbage
 collection) and at every tenth of the run, and the live exported objects of each
 interpreter are counted at the end, after releases are flushed: a leak shows as
-growth there. Exits non-zero if any call failed or objects stayed exported.
+growth there. Exits non-zero if any call failed, objects stayed exported, or a
+process's RSS moved by more than 10 % after it settled (after 60 s, or a third of
+a shorter run: second 20 to 60 of a 60 s soak).
 
 The PyPy twin's GC figures are printed too: PyPy sizes its nursery from the CPU
 cache that ``/proc/cpuinfo`` reports (half of it), and a VM that reports a huge L3
@@ -33,6 +35,10 @@ from cpy2py import TwinMaster, TwinObject, _native, kernel_state, twinfunction
 PYPY_ID = "soak-pypy"
 CPYTHON_ID = "soak-cpython"
 PAYLOAD = bytes(range(256)) * 256  # 64 KiB
+#: RSS is compared with its value after this many seconds (or a third of the run)...
+SETTLED_AFTER = 60.0
+#: ...and must stay within this many percent of it to the end.
+DRIFT_PERCENT = 10
 
 
 def noop():
@@ -145,8 +151,9 @@ def main():
     for t in threads:
         t.start()
     series = []  # (seconds since start, {process: RSS KiB})
-    for tenth in range(1, 11):
-        time.sleep(max(0.0, started + seconds * tenth / 10 - time.monotonic()))
+    settled_at = min(SETTLED_AFTER, seconds / 3)
+    for at in sorted({seconds * tenth / 10 for tenth in range(1, 11)} | {settled_at}):
+        time.sleep(max(0.0, started + at - time.monotonic()))
         if not any(t.is_alive() for t in threads):
             break
         series.append((time.monotonic() - started, {n: rss_kib(p) for n, p in processes.items()}))
@@ -193,9 +200,30 @@ def main():
         + (" (PYPY_GC_NURSERY=%s)" % os.environ["PYPY_GC_NURSERY"] if "PYPY_GC_NURSERY" in os.environ else "")
         + "."
     )
+    drift = rss_drift(series, settled_at)
+    print(
+        "\nRSS from %.0f s on, against its value then (allowed: ±%d %%): %s."
+        % (settled_at, DRIFT_PERCENT, ", ".join("%s %+.1f %%" % item for item in drift.items()))
+    )
+    for name, percent in drift.items():
+        if abs(percent) > DRIFT_PERCENT:
+            errors.append("the RSS of the %s moved %+.1f %% after %.0f s" % (name, percent, settled_at))
     if errors:
         print("\nErrors:\n" + "\n".join("- " + e for e in errors))
     return 1 if errors or any(exported.values()) else 0
+
+
+def rss_drift(series, settled_at):
+    """Per process, the largest move of its RSS after ``settled_at`` seconds, in
+    percent of its RSS then (the first sample at or after it)."""
+    later = [rss for at, rss in series if at >= settled_at - 0.5]
+    if not later:
+        raise RuntimeError("the soak ended before its RSS had settled")
+    base = later[0]
+    return {
+        name: max((100.0 * (rss[name] - base[name]) / base[name] for rss in later), key=abs)
+        for name in base
+    }
 
 
 if __name__ == "__main__":

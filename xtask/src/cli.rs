@@ -44,8 +44,9 @@ pub(crate) const SOAK: &str = "\
 usage: cargo xtask soak [--seconds N]
 
 Mixed load (calls, objects, callbacks, threads) on a PyPy and a CPython twin for N
-seconds (default 60): calls/s, RSS at start and end, live exported objects; the
-report also goes to target/bench/soak.md.
+seconds (default 60): calls/s, RSS series, live exported objects; the report also
+goes to target/bench/soak.md. Fails if a call fails, objects stay exported, or a
+process's RSS moves by more than 10 % after 60 s (or a third of the run).
 ";
 
 /// Parses a task that takes only `--help` and, after `--`, arguments passed on.

@@ -62,8 +62,9 @@ tasks:
                            libFuzzer (cargo fuzz) on each target for N s (default 60):
                            wire_decode, wire_stream, kernel_peer; fails on any crash
   soak [--seconds N]       mixed load (calls, objects, callbacks, threads) on a PyPy and
-                           a CPython twin for N s (default 60): calls/s, RSS at start and
-                           end, live exported objects; report in target/bench/soak.md
+                           a CPython twin for N s (default 60): calls/s, RSS series, live
+                           exported objects; fails if a process's RSS moves by more than
+                           10 % after 60 s (or a third of the run); target/bench/soak.md
 
 `cargo xtask TASK --help` tells more of each task.
 
@@ -193,7 +194,8 @@ fn example(root: &Path, args: Vec<String>) -> Result<()> {
 
 /// `cargo xtask soak [--seconds N]`: mixed load on a PyPy and a CPython twin
 /// (`integration-tests/python/soak.py`), reported as a table on stdout and in
-/// `target/bench/soak.md`. Fails if a call failed or objects stayed exported.
+/// `target/bench/soak.md`. Fails if a call failed, objects stayed exported, or a
+/// process's RSS moved by more than 10 % after it settled.
 fn soak(root: &Path, seconds: u64) -> Result<()> {
     let seconds = seconds.to_string();
     let venvs = python::build(root)?;
