@@ -36,10 +36,26 @@ def noop():
     """The bystander's call."""
 
 
-def peak_rss_mib():
-    """This process's peak resident set size (``VmHWM``), MiB."""
+def _status_mib(field):
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError("no %s in /proc/self/status" % field)
+
+
+def peak_rss_mib():
+    """This process's peak resident set size since it started or since
+    :func:`reset_peak_rss` (``VmHWM``), MiB."""
+    return _status_mib("VmHWM")
+
+
+def rss_mib():
+    """This process's resident set size now (``VmRSS``), MiB."""
+    return _status_mib("VmRSS")
+
+
+def reset_peak_rss():
+    """Makes the peak resident set size start again from the current one."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")

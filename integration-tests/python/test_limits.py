@@ -1,14 +1,25 @@
 """Resource limits that a long-running job meets (issue #17): large frames crossing
-between twins through the master at once, with other calls going on."""
+between twins through the master at once, with other calls going on; what sending a
+large payload costs the sender's memory."""
 
+import platform
 import threading
 import time
 
 import pytest
 
+import faulthelpers
 import limithelpers
 import procutil
-from cpy2py import TwinMaster
+from cpy2py import TwinMaster, errors
+
+MIB = 1 << 20
+#: the wire's default frame limit (cpy2py_wire::DEFAULT_MAX_FRAME)
+FRAME_LIMIT = 256 * MIB
+#: PyPy's cpyext copies a bytes object whole as it first enters C code (into the
+#: PyBytesObject it makes for it), before cpy2py sees it: on a PyPy sender that copy
+#: comes on top of what cpy2py needs.
+ENTERING_C = 1.0 if platform.python_implementation() == "PyPy" else 0.0
 
 CROSS_SIZE = 200 << 20  # under the 256 MiB frame limit
 CROSS_ROUNDS = 3
@@ -65,3 +76,34 @@ def test_two_twins_push_200_mib_at_each_other_through_the_master(crossing_twins)
         "cpython": [(CROSS_SIZE, b"\x02", b"\x02")] * CROSS_ROUNDS,
     }
     assert noops > CROSS_ROUNDS, (noops, slowest)
+
+
+@pytest.mark.timeout(180)
+def test_twice_the_frame_limit_is_refused_before_the_sender_copies_it(twin):
+    size = 2 * FRAME_LIMIT
+    data = b"\x01" * size  # resident before the call
+    try:
+        limithelpers.reset_peak_rss()
+        before = limithelpers.rss_mib()
+        with pytest.raises(errors.CPy2PyException, match="frame limit") as info:
+            twin.execute(faulthelpers.length, data)
+        grew = limithelpers.peak_rss_mib() - before
+    finally:
+        del data
+    assert "length" in str(info.value)
+    assert grew <= (ENTERING_C + 0.1) * size / MIB, "the sender grew %.0f MiB" % grew
+    assert twin.execute(faulthelpers.echo, "usable") == "usable"
+
+
+@pytest.mark.timeout(180)
+def test_sending_200_mib_costs_the_sender_at_most_32_mib_more(twin):
+    size = 200 * MIB
+    data = b"\x01" * size
+    try:
+        limithelpers.reset_peak_rss()
+        before = limithelpers.rss_mib()
+        assert twin.execute(faulthelpers.length, data) == size
+        grew = limithelpers.peak_rss_mib() - before
+    finally:
+        del data
+    assert grew <= ENTERING_C * size / MIB + 32, "the sender grew %.0f MiB" % grew
