@@ -103,12 +103,12 @@ impl Kernel {
     fn transmit(&self, transmit: Transmit) {
         match transmit {
             Transmit::Forward { to, from, frame } => {
-                let failure = match self.peer(to).filter(|p| !p.is_closed()) {
-                    Some(peer) => match peer.write_all(&frame) {
-                        Ok(()) => return crate::peer::recycle(frame),
-                        Err(_) => self.lost_error(&peer),
+                let (failure, frame) = match self.peer(to).filter(|p| !p.is_closed()) {
+                    Some(peer) => match peer.forward(frame) {
+                        Ok(()) => return,
+                        Err(frame) => (self.lost_error(&peer), frame),
                     },
-                    None => self.unreachable(to),
+                    None => (self.unreachable(to), frame),
                 };
                 let outputs = {
                     let mut proto = self.proto();

@@ -1,11 +1,12 @@
 //! One connected peer: its socket, read buffer, write lock and process.
 
 use cpy2py_wire::{FrameDecoder, HEADER_LEN, Hello, PeerId, Splice, WireError, peek_route};
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::BorrowedFd;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::proto::Incoming;
 use crate::sys;
@@ -297,8 +298,10 @@ pub(crate) struct Peer {
     pub transport: Box<dyn Transport>,
     /// Read side: whoever holds this lock reads the socket.
     pub reader: Mutex<ReadBuf>,
-    /// Serializes whole frames on the write side.
-    writer: Mutex<()>,
+    /// Who may write now, and the forwarded frames waiting for their turn.
+    writer: Mutex<WriteState>,
+    /// Signalled when the writer turn is handed back or the outbox shrinks.
+    writer_changed: Condvar,
     /// Whether the socket is registered with the poll (see `Kernel::watch`).
     pub watched: Mutex<bool>,
     /// The poll reported readiness while someone else held `reader`.
@@ -327,7 +330,8 @@ impl Peer {
             hello,
             transport,
             reader: Mutex::new(buf),
-            writer: Mutex::new(()),
+            writer: Mutex::new(WriteState::default()),
+            writer_changed: Condvar::new(),
             watched: Mutex::new(false),
             missed: AtomicBool::new(false),
             standby: Mutex::new(Vec::new()),
@@ -355,8 +359,10 @@ impl Peer {
         if bytes.is_empty() {
             return Ok(());
         }
-        let _guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        transport::write_all(&*self.transport, &mut [IoSlice::new(bytes)])
+        let turn = self.take_turn();
+        let written = transport::write_all(&*self.transport, &mut [IoSlice::new(bytes)]);
+        turn.give_back();
+        written
     }
 
     /// Writes a frame encoded by `encode_frame_vectored`: the pieces of `head`
@@ -374,8 +380,173 @@ impl Peer {
         }
         slices.push(IoSlice::new(&head[at..]));
         slices.retain(|s| !s.is_empty());
-        let _guard = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        transport::write_all(&*self.transport, &mut slices)
+        let turn = self.take_turn();
+        let written = transport::write_all(&*self.transport, &mut slices);
+        turn.give_back();
+        written
+    }
+
+    /// Passes on a frame from another peer without making the calling thread
+    /// (the reader of that peer) wait for this one to read it: what the socket
+    /// does not take at once waits in this peer's outbox, written in order by a
+    /// thread of its own. Waits only while the outbox holds more than
+    /// [`OUTBOX_MAX`] bytes, which holds back the peer that sends them. The
+    /// frame comes back if this peer cannot be written to.
+    pub(crate) fn forward(self: &Arc<Self>, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+        let mut state = lock(&self.writer);
+        if state.busy || state.flusher {
+            state.queue(frame, 0);
+            if !state.flusher {
+                state.flusher = true;
+                drop(state);
+                self.spawn_flusher(false);
+                state = lock(&self.writer);
+            }
+            self.await_room(state);
+            return Ok(());
+        }
+        state.busy = true;
+        drop(state);
+        let mut at = 0;
+        while at < frame.len() {
+            match self.transport.write(&[IoSlice::new(&frame[at..])]) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // Mid-frame: the rest goes first, and the turn passes to
+                    // the thread that writes the outbox.
+                    let mut state = lock(&self.writer);
+                    state.queue_first(frame, at);
+                    state.flusher = true;
+                    drop(state);
+                    self.spawn_flusher(true);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::debug!(peer = self.id.0, error = %e, "forwarding write failed");
+                    Turn(self).give_back();
+                    return Err(frame);
+                }
+            }
+        }
+        recycle(frame);
+        Turn(self).give_back();
+        Ok(())
+    }
+
+    /// Waits for the writer turn.
+    fn take_turn(&self) -> Turn<'_> {
+        let mut state = lock(&self.writer);
+        while state.busy {
+            state = self
+                .writer_changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.busy = true;
+        Turn(self)
+    }
+
+    /// Waits while the outbox is over its bound and the peer is still there.
+    fn await_room(&self, mut state: MutexGuard<'_, WriteState>) {
+        while state.queued > OUTBOX_MAX && !self.is_closed() {
+            // The timeout notices a peer closed while its writer is stuck.
+            state = self
+                .writer_changed
+                .wait_timeout(state, CLOSED_CHECK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Starts the thread that writes the outbox (`state.flusher` is set);
+    /// `has_turn`: the caller's writer turn passes to it.
+    fn spawn_flusher(self: &Arc<Self>, has_turn: bool) {
+        let peer = Arc::clone(self);
+        let started = std::thread::Builder::new()
+            .name(format!("cpy2py-out-{}", self.id.0))
+            .spawn(move || peer.flush_outbox(has_turn));
+        if let Err(e) = started {
+            // Without a thread the outbox is written here, blocking, as
+            // every forward was written before outboxes.
+            tracing::warn!(peer = self.id.0, error = %e, "no thread for the outbox");
+            self.flush_outbox(has_turn);
+        }
+    }
+
+    /// Writes the outbox in order until it is empty, then gives the turn back.
+    fn flush_outbox(&self, has_turn: bool) {
+        let turn = if has_turn {
+            Turn(self)
+        } else {
+            self.take_turn()
+        };
+        loop {
+            let mut state = lock(&self.writer);
+            let Some((frame, at)) = state.outbox.pop_front() else {
+                state.flusher = false;
+                drop(state);
+                return turn.give_back();
+            };
+            drop(state);
+            let written = transport::write_all(&*self.transport, &mut [IoSlice::new(&frame[at..])]);
+            let mut state = lock(&self.writer);
+            state.queued -= frame.len() - at;
+            if let Err(e) = written {
+                // The peer is going: its reader sees the end and fails what
+                // waits on it. Nothing queued for it can arrive now.
+                tracing::debug!(peer = self.id.0, error = %e, "forwarding write failed");
+                state.outbox.clear();
+                state.queued = 0;
+            }
+            drop(state);
+            self.writer_changed.notify_all();
+            recycle(frame);
+        }
+    }
+}
+
+/// Bytes of forwarded frames a peer's outbox holds before the threads that
+/// forward to it wait: past it, the sending peer is held back.
+pub(crate) const OUTBOX_MAX: usize = 64 << 20;
+
+/// How often a thread waiting for room in an outbox checks that the peer is
+/// still there.
+const CLOSED_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The write side of a peer: one thread writes at a time, whole frames.
+#[derive(Default)]
+struct WriteState {
+    /// A thread is writing (a frame of its own, or the outbox).
+    busy: bool,
+    /// A thread exists that writes `outbox` until it is empty.
+    flusher: bool,
+    /// Forwarded frames not written yet, each with how much of it was.
+    outbox: VecDeque<(Vec<u8>, usize)>,
+    /// Bytes in `outbox` still to write.
+    queued: usize,
+}
+
+impl WriteState {
+    fn queue(&mut self, frame: Vec<u8>, at: usize) {
+        self.queued += frame.len() - at;
+        self.outbox.push_back((frame, at));
+    }
+
+    fn queue_first(&mut self, frame: Vec<u8>, at: usize) {
+        self.queued += frame.len() - at;
+        self.outbox.push_front((frame, at));
+    }
+}
+
+/// The writer turn of a peer, held while writing.
+struct Turn<'a>(&'a Peer);
+
+impl Turn<'_> {
+    /// Hands the turn to the next thread that waits for it.
+    fn give_back(self) {
+        lock(&self.0.writer).busy = false;
+        self.0.writer_changed.notify_all();
     }
 }
 
@@ -457,6 +628,105 @@ mod tests {
             HUGE_SPARE.lock().unwrap().is_none(),
             "taken out, not copied"
         );
+    }
+
+    /// A peer over one end of a socketpair whose other end nobody reads yet.
+    fn unread_peer() -> (Arc<Peer>, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        // A test whose frames never come fails instead of hanging.
+        theirs
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("read timeout");
+        let hello = Hello {
+            protocol: cpy2py_wire::PROTOCOL_VERSION,
+            peer: PeerId(1),
+            twin_id: "outbox-test".into(),
+            pid: 0,
+            interpreter: "rust".into(),
+            version: String::new(),
+            pickle_protocol: 0,
+        };
+        let transport = Box::new(transport::SocketTransport::new(ours).expect("transport"));
+        (
+            Arc::new(Peer::new(PeerId(1), hello, transport, ReadBuf::new())),
+            theirs,
+        )
+    }
+
+    fn frame_of(fill: u8, len: usize) -> Vec<u8> {
+        vec![fill; len]
+    }
+
+    #[test]
+    fn forwards_to_a_peer_that_reads_nothing_return_and_arrive_in_order() {
+        // Written frames go to the spare buffers.
+        let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let (peer, mut theirs) = unread_peer();
+        // Far more than the socket holds: each call returns all the same.
+        let sizes = [(1u8, 24 << 20), (2, 100), (3, 8 << 20)];
+        for &(fill, len) in &sizes {
+            assert!(peer.forward(frame_of(fill, len)).is_ok());
+        }
+        // A frame of the peer's own waits its turn and is not interleaved.
+        let own = {
+            let peer = Arc::clone(&peer);
+            std::thread::spawn(move || peer.write_all(&frame_of(4, 1 << 20)))
+        };
+        let mut got = Vec::new();
+        let want: usize = sizes.iter().map(|s| s.1).sum::<usize>() + (1 << 20);
+        let mut chunk = vec![0u8; 1 << 20];
+        while got.len() < want {
+            let n = std::io::Read::read(&mut theirs, &mut chunk).expect("read");
+            assert!(n > 0, "the socket closed early");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        own.join().expect("writer thread").expect("own write");
+        // The forwarded frames in order; the own frame whole, before or after
+        // the outbox's frames but never inside one.
+        let mut runs: Vec<(u8, usize)> = Vec::new();
+        for &b in &got {
+            match runs.last_mut() {
+                Some((fill, n)) if *fill == b => *n += 1,
+                _ => runs.push((b, 1)),
+            }
+        }
+        let forwarded: Vec<(u8, usize)> = runs.iter().copied().filter(|r| r.0 != 4).collect();
+        assert_eq!(forwarded, sizes.to_vec());
+        assert_eq!(runs.iter().filter(|r| r.0 == 4).count(), 1, "{runs:?}");
+        let state = lock(&peer.writer);
+        assert!(state.outbox.is_empty() && state.queued == 0);
+    }
+
+    #[test]
+    fn a_full_outbox_holds_the_forwarding_thread_back_until_it_drains() {
+        let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let (peer, mut theirs) = unread_peer();
+        assert!(peer.forward(frame_of(1, OUTBOX_MAX + (8 << 20))).is_ok());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let forwarder = {
+            let peer = Arc::clone(&peer);
+            std::thread::spawn(move || {
+                let result = peer.forward(frame_of(2, 1 << 20));
+                done_tx.send(()).expect("test alive");
+                result
+            })
+        };
+        // Over the bound: the second forward waits (checked for a while) ...
+        assert!(
+            done_rx
+                .recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "a forward past the outbox's bound returned at once"
+        );
+        // ... and returns once the reader has drained the outbox.
+        let mut chunk = vec![0u8; 4 << 20];
+        let mut read = 0;
+        while done_rx.try_recv().is_err() {
+            read += std::io::Read::read(&mut theirs, &mut chunk)
+                .expect("the forward returned before everything was read");
+        }
+        assert!(read <= OUTBOX_MAX + (9 << 20));
+        assert!(forwarder.join().expect("forwarder").is_ok());
     }
 
     #[test]

@@ -36,6 +36,28 @@ def noop():
     """The bystander's call."""
 
 
+@twinfunction(BYSTANDER_ID)
+def measure_in_bystander(data):
+    return len(data)
+
+
+def push_to_bystander(size):
+    """Run in a twin: sends ``size`` bytes to the bystander (forwarded by the master)."""
+    return measure_in_bystander(b"\x03" * size)
+
+
+@twinfunction(CROSS_IDS["pypy"])
+def where_in_pypy():
+    import platform
+
+    return platform.python_implementation()
+
+
+def ask_pypy():
+    """Run in a twin: a call to the PyPy twin (forwarded by the master)."""
+    return where_in_pypy()
+
+
 def _status_mib(field):
     with open("/proc/self/status") as status:
         for line in status:

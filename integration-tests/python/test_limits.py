@@ -2,7 +2,9 @@
 between twins through the master at once, with other calls going on; what sending a
 large payload costs the sender's memory."""
 
+import os
 import platform
+import signal
 import threading
 import time
 
@@ -76,6 +78,28 @@ def test_two_twins_push_200_mib_at_each_other_through_the_master(crossing_twins)
         "cpython": [(CROSS_SIZE, b"\x02", b"\x02")] * CROSS_ROUNDS,
     }
     assert noops > CROSS_ROUNDS, (noops, slowest)
+
+
+@pytest.mark.timeout(120)
+def test_a_stopped_twin_does_not_hold_up_traffic_between_other_twins(crossing_twins):
+    cpython, pypy, bystander = crossing_twins
+    size = 16 << 20  # more than a socket buffer holds
+    assert pypy.execute(limithelpers.push_to_bystander, 1) == 1
+    pushed = {}
+    os.kill(bystander.pid, signal.SIGSTOP)
+    try:
+        pusher = threading.Thread(
+            target=lambda: pushed.update(n=pypy.execute(limithelpers.push_to_bystander, size)))
+        pusher.start()
+        # The master is forwarding the PyPy twin's frame to the stopped twin, which
+        # reads none of it; the PyPy twin still answers through the master.
+        for _ in range(20):
+            assert cpython.execute_timeout(10, limithelpers.ask_pypy) == "PyPy"
+        assert pusher.is_alive() and not pushed
+    finally:
+        os.kill(bystander.pid, signal.SIGCONT)
+    pusher.join(60)
+    assert pushed == {"n": size}
 
 
 @pytest.mark.timeout(180)
