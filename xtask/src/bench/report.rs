@@ -62,6 +62,36 @@ fn find<'a>(
     })
 }
 
+/// The floor of a call with `twin` on the far side at this pinning: the lowest 1-byte
+/// socketpair round trip measured in the run, Rust's or Python's with the same
+/// far-side interpreter. Both are blocking ping-pongs without a per-call poll.
+fn call_floor<'a>(rows: &'a [Row], twin: &str, pin: bool) -> Option<&'a Row> {
+    let python = find(rows, "floor", "Python socketpair", twin, "rtt_1B", pin);
+    let rust = rows.iter().find(|f| {
+        f.group == "floor"
+            && f.subject == "Rust socketpair"
+            && f.metric == "rtt_1B"
+            && f.is_pinned() == pin
+            && f.median_us.is_some()
+    });
+    [python, rust].into_iter().flatten().min_by(|a, b| {
+        let (a, b) = (
+            a.median_us.unwrap_or(f64::INFINITY),
+            b.median_us.unwrap_or(f64::INFINITY),
+        );
+        a.total_cmp(&b)
+    })
+}
+
+/// How a floor row is named beside a ratio: `Rust floor`, `Python floor`.
+fn floor_name(floor: &Row) -> &'static str {
+    if floor.subject.starts_with("Rust") {
+        "Rust floor"
+    } else {
+        "Python floor"
+    }
+}
+
 /// The floor a row is compared with, and the figure the ratio divides: per hop for the
 /// bounce, the median otherwise. `None` for throughput rows and rows without a floor.
 fn floor_of<'a>(rows: &'a [Row], row: &Row) -> Option<(&'a Row, f64)> {
@@ -70,13 +100,9 @@ fn floor_of<'a>(rows: &'a [Row], row: &Row) -> Option<(&'a Row, f64)> {
     let pin = row.is_pinned();
     match metric {
         "noop" | "add" | "method" | "attribute" | "ref_attribute" => {
-            let floor = find(rows, "floor", "Python socketpair", twin, "rtt_1B", pin)?;
-            Some((floor, row.median_us?))
+            Some((call_floor(rows, twin, pin)?, row.median_us?))
         }
-        "bounce10" => {
-            let floor = find(rows, "floor", "Python socketpair", twin, "rtt_1B", pin)?;
-            Some((floor, row.per_hop_median_us?))
-        }
+        "bounce10" => Some((call_floor(rows, twin, pin)?, row.per_hop_median_us?)),
         "bytes_1mib" | "list_100k" | "dict_10k" => {
             // The faster of the two socket setups is the floor.
             let floor = rows
@@ -183,9 +209,10 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(
         out,
         "{} run, {} CPUs, {:.0} s. Cells: median (p99), then the median's ratio to the \
-         floor measured in this run (**bold**): the Python socketpair ping-pong with the \
-         same far-side interpreter and pinning for calls (per hop for the bounce), the \
-         faster Rust socketpair ping-pong (default or 4 MiB send buffer) of the same \
+         floor measured in this run (**bold**): for calls (per hop for the bounce) the \
+         lower of the Rust socketpair ping-pong and the Python one with the same \
+         far-side interpreter, at the same pinning (both blocking, no poll per round \
+         trip; the targets name which), the faster Rust socketpair ping-pong (default or 4 MiB send buffer) of the same \
          payload size for bulk echoes (MB/s is the \
          payload size over the median round trip), `<python> -c \"import cpy2py\"` for \
          startup. Pinning `CPU 0`: both processes on one CPU; `none`: the scheduler's \
@@ -500,14 +527,14 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         let base = floor.median_us?;
         Some((
             value / base,
-            format!("{} vs floor {}", time(value), time(base)),
+            format!("{} vs {} {}", time(value), floor_name(floor), time(base)),
         ))
     };
     let mut out = Vec::new();
     for twin in twins {
         for (pin, limit) in [(true, 1.2), (false, 2.0)] {
             out.push(target_row(
-                "`execute(noop)` median vs Python floor",
+                "`execute(noop)` median vs floor",
                 twin,
                 pin,
                 Bound::AtMost(limit),
@@ -872,6 +899,30 @@ mod tests {
         let startup = verdict(&targets, "startup", "none");
         assert_eq!((startup.ratio, startup.met), (None, None));
         assert_eq!(startup.measured, "not measured");
+    }
+
+    #[test]
+    fn calls_are_compared_with_the_lowest_floor_of_their_pinning_and_name_it() {
+        let mut rows = sample();
+        let mut rust = latency("floor", "Rust socketpair", "", "rtt_1B", true, 8.0);
+        rust.twin = None;
+        rows.push(rust);
+        let targets = targets(&rows);
+        let pinned = verdict(&targets, "`execute(noop)`", "CPU 0");
+        assert_eq!(pinned.ratio, Some(11.0 / 8.0));
+        assert!(
+            pinned.measured.contains("Rust floor 8.0 µs"),
+            "{}",
+            pinned.measured
+        );
+        // Unpinned only the Python floor was measured: it stays the floor.
+        let free = verdict(&targets, "`execute(noop)`", "none");
+        assert_eq!(free.ratio, Some(2.5));
+        assert!(
+            free.measured.contains("Python floor 20.0 µs"),
+            "{}",
+            free.measured
+        );
     }
 
     fn data() -> Report {
