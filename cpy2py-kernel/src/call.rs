@@ -287,7 +287,7 @@ impl PendingCall {
                         if !ready.first {
                             break;
                         }
-                        let result = kernel.read_once(&self.route, &mut buf, &mut runnable);
+                        let result = kernel.read_once(&self.route, &mut buf, &mut runnable, None);
                         if !runnable.is_empty() {
                             kernel.enqueue(std::mem::take(&mut runnable));
                         }

@@ -38,6 +38,14 @@ impl Kernel {
         if let Some(waiter) = &*lock(&self.shared.serve_waiter) {
             waiter.wake();
         }
+        // A serving thread blocked reading the master's socket sees its end
+        // (the fence pairs with the one in `Kernel::read_once`).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.shared.serve.waiting_in_read.load(Ordering::SeqCst) {
+            if let Some(master) = self.peer(cpy2py_wire::PeerId::MASTER) {
+                master.transport.interrupt_wait();
+            }
+        }
         let _ = self.shared.waker.wake();
         self.shared.pool_cv.notify_all();
         if let (Role::Twin, Some(grace)) = (self.shared.role, self.shared.config.exit_after_stop) {

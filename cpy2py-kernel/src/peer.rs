@@ -141,9 +141,9 @@ impl Drop for BigFrame {
 
 /// Bytes read from a peer and not yet decoded.
 pub(crate) struct ReadBuf {
+    /// Bytes read so far: `buf[start..]` is not decoded yet.
     buf: Vec<u8>,
     start: usize,
-    end: usize,
     /// A frame of at least `BIG_FRAME` bytes being read, and its whole length.
     /// While it is incomplete, reads go into it and `buf` is empty.
     big: Option<(Vec<u8>, usize)>,
@@ -152,48 +152,37 @@ pub(crate) struct ReadBuf {
 impl ReadBuf {
     pub(crate) fn new() -> Self {
         ReadBuf {
-            buf: vec![0; READ_CHUNK],
+            buf: Vec::with_capacity(READ_CHUNK),
             start: 0,
-            end: 0,
             big: None,
         }
     }
 
-    /// Reads once from `fd`. `Ok(0)` is end of stream; `WouldBlock` means no
+    /// Reads once from `transport`, waiting for bytes if `wait` (see
+    /// [`Transport::read`]). `Ok(0)` is end of stream; `WouldBlock` means no
     /// data now.
-    pub(crate) fn read_from(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+    pub(crate) fn read_from(&mut self, transport: &dyn Transport, wait: bool) -> io::Result<usize> {
         if let Some((big, total)) = &mut self.big {
-            return read_into_spare(fd, big, *total);
+            return read_into_spare(transport, big, *total, wait);
         }
-        if self.start == self.end {
+        if self.start == self.buf.len() {
             self.start = 0;
-            self.end = 0;
+            self.buf.clear();
         }
-        if self.buf.len() - self.end < READ_CHUNK {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK {
             self.make_room(READ_CHUNK);
         }
-        loop {
-            match rustix::io::read(fd, &mut self.buf[self.end..]) {
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(n);
-                }
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        read_into_spare(transport, &mut self.buf, usize::MAX, wait)
     }
 
-    /// Ensures at least `free` bytes after `end`, compacting first.
+    /// Ensures room for at least `free` more bytes, compacting first.
     fn make_room(&mut self, free: usize) {
         if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(self.buf.len() - self.start);
             self.start = 0;
         }
-        if self.buf.len() - self.end < free {
-            self.buf.resize(self.end + free, 0);
-        }
+        self.buf.reserve(free);
     }
 
     /// Takes the next whole frame, if there is one. Frames not addressed to `me`
@@ -213,7 +202,7 @@ impl ReadBuf {
             };
             return take_big_frame(frame, decoder, me, forward).map(Some);
         }
-        let avail = &self.buf[self.start..self.end];
+        let avail = &self.buf[self.start..];
         let Some(total) = decoder.check_header(avail)? else {
             return Ok(None);
         };
@@ -223,7 +212,7 @@ impl ReadBuf {
             let mut big = big_buffer(total);
             big.extend_from_slice(avail);
             self.start = 0;
-            self.end = 0;
+            self.buf.clear();
             self.big = Some((big, total));
             return Ok(None);
         }
@@ -231,7 +220,7 @@ impl ReadBuf {
             // Reserve the whole frame now (the length was checked against the
             // limit) so that a large frame is read with few syscalls.
             let missing = total - avail.len();
-            if self.buf.len() - self.end < missing {
+            if self.buf.capacity() - self.buf.len() < missing {
                 self.make_room(missing.max(READ_CHUNK));
             }
             return Ok(None);
@@ -241,35 +230,48 @@ impl ReadBuf {
             return Ok(None);
         };
         self.start += total;
-        if self.start == self.end {
+        if self.start == self.buf.len() {
             self.start = 0;
-            self.end = 0;
+            self.buf.clear();
             // Give memory back after a large frame.
-            if self.buf.len() > 4 * READ_CHUNK {
-                self.buf.truncate(READ_CHUNK);
-                self.buf.shrink_to_fit();
+            if self.buf.capacity() > 4 * READ_CHUNK {
+                self.buf.shrink_to(READ_CHUNK);
             }
         }
         Ok(Some(item))
     }
 }
 
-/// Reads from `fd` into the unused capacity of `big`, never past `total` bytes.
-fn read_into_spare(fd: BorrowedFd<'_>, big: &mut Vec<u8>, total: usize) -> io::Result<usize> {
+/// Reads from `transport` into the unused capacity of `buf`, never past
+/// `total` bytes in all, waiting for bytes if `wait`.
+fn read_into_spare(
+    transport: &dyn Transport,
+    buf: &mut Vec<u8>,
+    total: usize,
+    wait: bool,
+) -> io::Result<usize> {
     let want = total
-        .saturating_sub(big.len())
-        .min(big.capacity() - big.len());
+        .saturating_sub(buf.len())
+        .min(buf.capacity() - buf.len());
     loop {
-        match rustix::io::read(fd, &mut big.spare_capacity_mut()[..want]) {
-            Ok((filled, _)) => {
+        let spare = &mut buf.spare_capacity_mut()[..want];
+        let at = spare.as_ptr() as usize;
+        match transport.read(spare, wait) {
+            Ok(filled) => {
                 let n = filled.len();
-                // SAFETY: read initialised the first `n` bytes of the spare
-                // capacity (`filled` is that prefix), and `n <= want` fits in it.
-                unsafe { big.set_len(big.len() + n) };
+                if filled.as_ptr() as usize != at || n > want {
+                    return Err(io::Error::other(
+                        "the transport returned bytes outside the buffer it was given",
+                    ));
+                }
+                // SAFETY: `filled` is an initialised `&mut [u8]` (its type says
+                // so) that starts where the spare capacity does (checked above)
+                // and is at most `want` bytes long, which the capacity holds.
+                unsafe { buf.set_len(buf.len() + n) };
                 return Ok(n);
             }
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -438,10 +440,12 @@ impl Peer {
     fn take_turn(&self) -> Turn<'_> {
         let mut state = lock(&self.writer);
         while state.busy {
+            state.waiting += 1;
             state = self
                 .writer_changed
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.waiting -= 1;
         }
         state.busy = true;
         Turn(self)
@@ -451,11 +455,23 @@ impl Peer {
     fn await_room(&self, mut state: MutexGuard<'_, WriteState>) {
         while state.queued > OUTBOX_MAX && !self.is_closed() {
             // The timeout notices a peer closed while its writer is stuck.
+            state.waiting += 1;
             state = self
                 .writer_changed
                 .wait_timeout(state, CLOSED_CHECK)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            state.waiting -= 1;
+        }
+    }
+
+    /// Wakes the threads waiting on the write side, if any: a notification
+    /// nobody waits for would still cost a system call per frame.
+    fn notify_writers(&self, state: MutexGuard<'_, WriteState>) {
+        let anyone = state.waiting > 0;
+        drop(state);
+        if anyone {
+            self.writer_changed.notify_all();
         }
     }
 
@@ -499,8 +515,7 @@ impl Peer {
                 state.outbox.clear();
                 state.queued = 0;
             }
-            drop(state);
-            self.writer_changed.notify_all();
+            self.notify_writers(state);
             recycle(frame);
         }
     }
@@ -525,6 +540,8 @@ struct WriteState {
     outbox: VecDeque<(Vec<u8>, usize)>,
     /// Bytes in `outbox` still to write.
     queued: usize,
+    /// Threads waiting on `writer_changed`.
+    waiting: usize,
 }
 
 impl WriteState {
@@ -545,8 +562,9 @@ struct Turn<'a>(&'a Peer);
 impl Turn<'_> {
     /// Hands the turn to the next thread that waits for it.
     fn give_back(self) {
-        lock(&self.0.writer).busy = false;
-        self.0.writer_changed.notify_all();
+        let mut state = lock(&self.0.writer);
+        state.busy = false;
+        self.0.notify_writers(state);
     }
 }
 

@@ -24,7 +24,7 @@ use mio::unix::SourceFd;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::Duration;
 
 /// How long after a peer last sent a request for the pool (not a reply, not a
@@ -162,13 +162,34 @@ impl Kernel {
     }
 
     /// Reads what `peer` has sent (once), dispatching every whole frame.
+    ///
+    /// With `waiting`, the read blocks until something arrives (only where the
+    /// peer's transport can, see `Transport::can_wait_in_read`), and the flag
+    /// is set while it does: a stop ends such a read (`Kernel::wake_for_stop`).
     pub(crate) fn read_once(
         &self,
         peer: &Arc<Peer>,
         buf: &mut ReadBuf,
         runnable: &mut Vec<Inbound>,
+        waiting: Option<&AtomicBool>,
     ) -> ReadResult {
-        match buf.read_from(peer.fd()) {
+        let read = match waiting {
+            None => buf.read_from(&*peer.transport, false),
+            Some(flag) => {
+                flag.store(true, Ordering::SeqCst);
+                // Pairs with the fence in `wake_for_stop`: either it sees the
+                // flag, or this thread sees that it is stopping.
+                fence(Ordering::SeqCst);
+                let read = if self.is_stopping() {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    buf.read_from(&*peer.transport, true)
+                };
+                flag.store(false, Ordering::SeqCst);
+                read
+            }
+        };
+        match read {
             Ok(0) => {
                 self.close_peer(peer, None, false);
                 return ReadResult::Gone;
@@ -229,7 +250,7 @@ impl Kernel {
             }
         };
         let mut buf = guard;
-        while let ReadResult::Progress = self.read_once(peer, &mut buf, runnable) {}
+        while let ReadResult::Progress = self.read_once(peer, &mut buf, runnable, None) {}
         drop(buf);
         // A thread that waits for a reply reads it sooner itself than the poll
         // does for it (the socket stays registered: the poll is this thread's).

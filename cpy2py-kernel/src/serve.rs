@@ -1,8 +1,10 @@
 //! A twin's serving thread: the thread that called [`Kernel::serve`] reads the
 //! master's socket itself and runs each request it reads, so that a request
-//! costs no extra thread wake-up. Only while it runs one does the pool's
-//! leader watch the socket, and a timer lets the pool take over the requests
-//! behind one that takes long.
+//! costs no extra thread wake-up. Between requests it blocks in `recv` itself
+//! where the transport allows (a socketpair): a request then costs this side
+//! a `recv` and a `sendmsg`, as a raw ping-pong does. Only while it runs one
+//! does the pool's leader watch the socket, and a timer lets the pool take over
+//! the requests behind one that takes long.
 
 use crate::kernel::{Kernel, SMALL_FRAME};
 use crate::peer::{Peer, ReadBuf, lock};
@@ -58,6 +60,9 @@ pub(crate) struct ServeState {
     /// Requests read along with the running one, next in line on the serving
     /// thread (or the pool's, once the running one takes too long).
     backlog: Mutex<VecDeque<Inbound>>,
+    /// The serving thread is in (or about to enter) a read that waits for the
+    /// master's next message: a stop must end that read.
+    pub(crate) waiting_in_read: AtomicBool,
 }
 
 impl ServeState {
@@ -68,6 +73,7 @@ impl ServeState {
             armed_for: AtomicU64::new(0),
             watchdog: Watchdog::new()?,
             backlog: Mutex::new(VecDeque::new()),
+            waiting_in_read: AtomicBool::new(false),
         })
     }
 
@@ -171,6 +177,7 @@ impl Kernel {
         }
         // The reader role, when this thread took it back before answering.
         let mut held = None;
+        let can_wait = master.transport.can_wait_in_read();
         while !self.is_stopping() {
             let next = lock(&self.shared.serve.backlog).pop_front();
             if let Some(job) = next {
@@ -190,6 +197,18 @@ impl Kernel {
                     let _ = self.watch(&master, false);
                     let mut runnable = Vec::new();
                     while runnable.is_empty() && !self.is_stopping() && !master.is_closed() {
+                        if can_wait {
+                            // Block in the read itself: polling first costs
+                            // a system call per request. Only a stop needs to
+                            // wake this thread, and it ends the wait.
+                            let waiting = Some(&self.shared.serve.waiting_in_read);
+                            if let ReadResult::Gone =
+                                self.read_once(&master, &mut buf, &mut runnable, waiting)
+                            {
+                                break;
+                            }
+                            continue;
+                        }
                         waiter.clear();
                         match sys::poll2(master.fd(), Some(waiter.fd()), false, None) {
                             Ok(ready) if ready.first => {
@@ -197,7 +216,7 @@ impl Kernel {
                                     waiter.consume();
                                 }
                                 if let ReadResult::Gone =
-                                    self.read_once(&master, &mut buf, &mut runnable)
+                                    self.read_once(&master, &mut buf, &mut runnable, None)
                                 {
                                     break;
                                 }

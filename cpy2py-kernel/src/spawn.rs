@@ -148,7 +148,7 @@ pub(crate) fn read_hello(
         }
         let slice = (deadline - now).min(Duration::from_millis(20));
         match sys::poll2(transport.read_fd(), None, false, Some(slice)) {
-            Ok(ready) if ready.first => match buf.read_from(transport.read_fd()) {
+            Ok(ready) if ready.first => match buf.read_from(transport, false) {
                 Ok(0) => {
                     return Err(match exited() {
                         Some(status) => HelloError::Exited(status),

@@ -8,17 +8,43 @@
 //! `ssh` client).
 
 use crate::sys;
-use rustix::net::SendFlags;
+use rustix::net::{RecvFlags, SendFlags};
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-/// A byte stream both ways to one peer. Its fds are non-blocking; the kernel
-/// polls [`Transport::read_fd`] and reads it with `read(2)`, and waits for
-/// [`Transport::write_fd`] to drain when a write would block.
+/// A byte stream both ways to one peer. The kernel polls
+/// [`Transport::read_fd`] for readiness, reads with [`Transport::read`], and
+/// waits for [`Transport::write_fd`] to drain when a write would block.
 pub trait Transport: Send + Sync + 'static {
     /// The fd this process reads the peer's bytes from.
     fn read_fd(&self) -> BorrowedFd<'_>;
+
+    /// Reads what has arrived into the start of `buf` and returns that part,
+    /// now initialised; an empty result is the end of the stream. Without
+    /// `wait`, `WouldBlock` means nothing has arrived; with it (asked only where
+    /// [`Transport::can_wait_in_read`] says so) the call blocks until something
+    /// arrives, the stream ends or [`Transport::interrupt_wait`] is called.
+    ///
+    /// The default reads [`Transport::read_fd`], which must then be non-blocking.
+    fn read<'b>(&self, buf: &'b mut [MaybeUninit<u8>], wait: bool) -> io::Result<&'b mut [u8]> {
+        let _ = wait;
+        let (filled, _) = rustix::io::read(self.read_fd(), buf)?;
+        Ok(filled)
+    }
+
+    /// Whether [`Transport::read`] can wait for bytes itself. A thread that is
+    /// the only one to wait on a stream then blocks in one `recv` rather than
+    /// polling first and reading after: one system call less per message.
+    fn can_wait_in_read(&self) -> bool {
+        false
+    }
+
+    /// Wakes a thread blocked in a waiting [`Transport::read`], which then
+    /// sees the end of the stream: for stopping. Nothing to do where reads
+    /// never wait.
+    fn interrupt_wait(&self) {}
 
     /// The fd this process writes to.
     fn write_fd(&self) -> BorrowedFd<'_>;
@@ -36,16 +62,20 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// One end of a Unix stream socketpair.
+///
+/// The socket stays in blocking mode, and every read or write that must not
+/// wait says so itself (`MSG_DONTWAIT`): so one thread can block in `recv` on
+/// it while the others neither wait nor poll for their reads and writes.
 #[derive(Debug)]
 pub struct SocketTransport {
     stream: UnixStream,
 }
 
 impl SocketTransport {
-    /// Takes `stream`, making it non-blocking. Its send buffer is widened (see
-    /// `sys::widen_send_buffer`); a refusal only costs speed.
+    /// Takes `stream`, in blocking mode (see the type). Its send buffer is
+    /// widened (see `sys::widen_send_buffer`); a refusal only costs speed.
     pub fn new(stream: UnixStream) -> io::Result<SocketTransport> {
-        sys::set_nonblocking(stream.as_fd(), true)?;
+        sys::set_nonblocking(stream.as_fd(), false)?;
         match sys::widen_send_buffer(stream.as_fd()) {
             Ok(granted) => tracing::debug!(granted, "send buffer"),
             Err(error) => tracing::debug!(%error, "send buffer left as it was"),
@@ -63,6 +93,24 @@ impl Transport for SocketTransport {
         self.stream.as_fd()
     }
 
+    fn read<'b>(&self, buf: &'b mut [MaybeUninit<u8>], wait: bool) -> io::Result<&'b mut [u8]> {
+        let flags = if wait {
+            RecvFlags::empty()
+        } else {
+            RecvFlags::DONTWAIT
+        };
+        let ((filled, _), _) = rustix::net::recv(&self.stream, buf, flags)?;
+        Ok(filled)
+    }
+
+    fn can_wait_in_read(&self) -> bool {
+        true
+    }
+
+    fn interrupt_wait(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Read);
+    }
+
     fn write(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         // MSG_NOSIGNAL: a peer that closed is an error here, not a SIGPIPE.
         let mut control = Default::default();
@@ -70,7 +118,7 @@ impl Transport for SocketTransport {
             &self.stream,
             slices,
             &mut control,
-            SendFlags::NOSIGNAL,
+            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
         )?)
     }
 

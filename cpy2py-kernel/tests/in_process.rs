@@ -632,3 +632,51 @@ fn a_timeout_holds_while_frames_for_other_threads_keep_arriving() {
     master.shutdown(Duration::from_secs(1));
     twin.shutdown(Duration::from_secs(1));
 }
+
+#[test]
+fn stopping_a_twin_ends_its_serving_thread_blocked_reading_an_idle_master() {
+    let master = Kernel::start_master(local("master"), KernelConfig::default(), Arc::new(Calc))
+        .expect("master");
+    let (a, b) = UnixStream::pair().expect("socketpair");
+    let ours = SocketTransport::new(a).expect("transport");
+    let theirs = SocketTransport::new(b).expect("transport");
+    let (served_tx, served_rx) = std::sync::mpsc::channel();
+    let joining = std::thread::spawn(move || {
+        let twin = Kernel::connect_transport(
+            Box::new(theirs),
+            local("idle"),
+            KernelConfig::default(),
+            Arc::new(Calc),
+        )
+        .expect("twin connects");
+        let serving = twin.clone();
+        std::thread::spawn(move || {
+            serving.serve();
+            let _ = served_tx.send(());
+        });
+        twin
+    });
+    let info = master
+        .attach_transport(Box::new(ours), "idle")
+        .expect("handshake");
+    let twin = joining.join().expect("twin thread");
+    // A call shows the serving thread reads; then it blocks reading an idle
+    // socket, and only the stop can end that read.
+    assert_eq!(
+        int(master.call(
+            info.peer,
+            call_op("add", vec![Value::Int(1), Value::Int(2)]),
+            LIMIT
+        )),
+        3
+    );
+    assert!(
+        served_rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "the serving thread returned while its master was there"
+    );
+    twin.shutdown(Duration::from_secs(0));
+    served_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the serving thread ended after the stop");
+    master.shutdown(Duration::from_secs(1));
+}
