@@ -238,22 +238,9 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// fresh allocation) with transparent huge pages. Only advice: where huge pages
 /// are off or unavailable nothing changes, and errors are ignored.
 pub(crate) fn advise_huge_pages(ptr: *const u8, len: usize) {
-    const HUGE: usize = 2 << 20;
-    let start = (ptr as usize).next_multiple_of(HUGE);
-    let end = (ptr as usize).saturating_add(len) / HUGE * HUGE;
-    if end <= start {
-        return;
-    }
-    // SAFETY: `start..end` lies inside an allocation this process owns (the
-    // caller's buffer), page-aligned; MADV_HUGEPAGE changes only how its pages
-    // are backed, never their contents or who may use them.
-    let _ = unsafe {
-        rustix::mm::madvise(
-            start as *mut std::ffi::c_void,
-            end - start,
-            rustix::mm::Advice::LinuxHugepage,
-        )
-    };
+    // SAFETY: the range is the caller's allocation; MADV_HUGEPAGE changes only
+    // how its pages are backed, never their contents or who may use them.
+    unsafe { advise_within(ptr, len, 2 << 20, rustix::mm::Advice::LinuxHugepage) }
 }
 
 /// Tells the kernel that the whole pages inside `len` bytes at `ptr` (an
@@ -262,22 +249,34 @@ pub(crate) fn advise_huge_pages(ptr: *const u8, len: usize) {
 /// them costs no page fault; once they are, they read as zeros. Errors are
 /// ignored: the pages then simply stay.
 pub(crate) fn advise_lazy_free(ptr: *const u8, len: usize) {
-    let page = rustix::param::page_size();
-    let start = (ptr as usize).next_multiple_of(page);
-    let end = (ptr as usize).saturating_add(len) / page * page;
+    // SAFETY: the range is the caller's allocation, whose contents are not
+    // read again before being written (the caller's contract): MADV_FREE may
+    // only replace them with zeros.
+    unsafe {
+        advise_within(
+            ptr,
+            len,
+            rustix::param::page_size(),
+            rustix::mm::Advice::LinuxFree,
+        )
+    }
+}
+
+/// `madvise` on the `align`-aligned part of `len` bytes at `ptr`.
+///
+/// # Safety
+///
+/// `ptr..ptr + len` must lie inside an allocation the caller owns, and `advice`
+/// must not change what the caller's later use of it relies on.
+unsafe fn advise_within(ptr: *const u8, len: usize, align: usize, advice: rustix::mm::Advice) {
+    let start = (ptr as usize).next_multiple_of(align);
+    let end = (ptr as usize).saturating_add(len) / align * align;
     if end <= start {
         return;
     }
-    // SAFETY: `start..end` lies inside an allocation this process owns,
-    // page-aligned, and its contents are not read again before being written
-    // (the caller's contract): MADV_FREE may only replace them with zeros.
-    let _ = unsafe {
-        rustix::mm::madvise(
-            start as *mut std::ffi::c_void,
-            end - start,
-            rustix::mm::Advice::LinuxFree,
-        )
-    };
+    // SAFETY: `start..end` is page-aligned and inside the caller's allocation,
+    // and the advice is one the caller's use allows (this function's contract).
+    let _ = unsafe { rustix::mm::madvise(start as *mut std::ffi::c_void, end - start, advice) };
 }
 
 #[cfg(test)]
