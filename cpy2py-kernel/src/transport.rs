@@ -1,6 +1,6 @@
 //! Transports: what carries a peer's bytes both ways. The kernel frames, polls,
-//! reads and writes the same way over any of them; only writing and ending the
-//! stream differ.
+//! reads and writes the same way over any of them; reading, writing and ending
+//! the stream are the transport's own.
 //!
 //! A [`SocketTransport`] is one end of a Unix socketpair (a local twin). A
 //! [`PipeTransport`] is a pair of pipes, one per direction: for instance the
