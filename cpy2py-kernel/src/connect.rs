@@ -8,16 +8,21 @@ use crate::kernel::{Kernel, KernelConfig, LocalInfo, Role};
 use crate::peer::{Peer, ReadBuf};
 use crate::proto::{check_hello, hello};
 use crate::spawn::{HelloError, read_hello, send_hello};
+use crate::stdio;
 use crate::sys;
-use crate::transport::{SocketTransport, Transport};
+use crate::transport::{self, PipeTransport, SocketTransport, Transport};
 use cpy2py_wire::{FrameDecoder, PeerId};
+use std::io::IoSlice;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Environment variable naming the twin's end of the socketpair.
+/// Environment variable naming the twin's end of the socketpair, or
+/// [`STDIO_CHANNEL`] when the stream is the twin's stdin and stdout.
 pub const ENV_FD: &str = "CPY2PY_FD";
+/// The value of [`ENV_FD`] for a twin whose stdin and stdout carry the stream.
+pub const STDIO_CHANNEL: &str = "stdio";
 /// Environment variable naming a copy of the master's stderr for the twin.
 pub const ENV_STDERR_FD: &str = "CPY2PY_STDERR_FD";
 /// Environment variable carrying the twin's id.
@@ -35,8 +40,8 @@ pub const TWIN_ENV: [&str; 4] = [ENV_FD, ENV_STDERR_FD, ENV_TWIN_ID, ENV_MASTER_
 /// `cpy2py.twin` does so. [`TwinEnv::read`] takes any lookup for that reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TwinEnv {
-    /// The twin's end of the socketpair ([`ENV_FD`]).
-    pub fd: RawFd,
+    /// What carries the stream to the master ([`ENV_FD`]).
+    pub channel: TwinChannel,
     /// A copy of the master's stderr to restore ([`ENV_STDERR_FD`]).
     pub stderr_fd: Option<RawFd>,
     /// The twin's id ([`ENV_TWIN_ID`]).
@@ -45,7 +50,27 @@ pub struct TwinEnv {
     pub master_name: Option<String>,
 }
 
+/// What carries a twin's stream to its master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwinChannel {
+    /// An inherited end of a socketpair.
+    Fd(RawFd),
+    /// This process's stdin and stdout (see [`crate::Channel::Stdio`]).
+    Stdio,
+}
+
 impl TwinEnv {
+    /// The variables of [`TWIN_ENV`] for twin `twin_id` of master `master_name`
+    /// whose stdin and stdout carry the stream: for a command that starts it
+    /// elsewhere (e.g. through `ssh`, which does not pass the environment on).
+    pub fn stdio_vars(twin_id: &str, master_name: &str) -> Vec<(&'static str, String)> {
+        vec![
+            (ENV_FD, STDIO_CHANNEL.to_owned()),
+            (ENV_TWIN_ID, twin_id.to_owned()),
+            (ENV_MASTER_NAME, master_name.to_owned()),
+        ]
+    }
+
     /// Reads the variables through `lookup` (e.g. one that removes each from the
     /// environment it reads); only [`ENV_FD`] is required.
     pub fn read(mut lookup: impl FnMut(&str) -> Option<String>) -> Result<TwinEnv, KernelError> {
@@ -58,11 +83,17 @@ impl TwinEnv {
                 "{ENV_FD} is not set: a twin is started by a master"
             ))
         })?;
-        let fd = raw_fd.parse().map_err(|_| {
-            KernelError::NotATwin(format!("{ENV_FD}={raw_fd:?} is not a file descriptor"))
-        })?;
+        let channel = if raw_fd == STDIO_CHANNEL {
+            TwinChannel::Stdio
+        } else {
+            TwinChannel::Fd(raw_fd.parse().map_err(|_| {
+                KernelError::NotATwin(format!(
+                    "{ENV_FD}={raw_fd:?} is neither a file descriptor nor {STDIO_CHANNEL:?}"
+                ))
+            })?)
+        };
         Ok(TwinEnv {
-            fd,
+            channel,
             stderr_fd,
             twin_id,
             master_name,
@@ -76,15 +107,34 @@ impl TwinEnv {
 }
 
 impl Kernel {
-    /// Twin: connects to the master over the socket `env` names and completes
-    /// the handshake. Call [`Kernel::serve`] next.
+    /// Twin: connects to the master over the channel `env` names and
+    /// completes the handshake. Call [`Kernel::serve`] next.
     pub fn connect_twin(
         env: TwinEnv,
         mut local: LocalInfo,
         config: KernelConfig,
         handler: Arc<dyn Handler>,
     ) -> Result<Kernel, KernelError> {
-        let fd = env.fd;
+        let io_err = |context| move |source| KernelError::Io { context, source };
+        if let Some(id) = env.twin_id {
+            local.name = id;
+        }
+        let fd = match env.channel {
+            TwinChannel::Fd(fd) => fd,
+            TwinChannel::Stdio => {
+                let (read, write) =
+                    stdio::take_stdio().map_err(io_err("taking stdin and stdout"))?;
+                let transport =
+                    PipeTransport::new(read, write).map_err(io_err("configuring the pipes"))?;
+                // Before any frame: a master reads this line first (see `stdio`).
+                transport::write_all(
+                    &transport,
+                    &mut [IoSlice::new(stdio::greeting().as_bytes())],
+                )
+                .map_err(io_err("writing the greeting"))?;
+                return Kernel::connect_transport(Box::new(transport), local, config, handler);
+            }
+        };
         if !sys::is_open(fd) {
             return Err(KernelError::NotATwin(format!(
                 "{ENV_FD}={fd} is not an open file"
@@ -93,7 +143,6 @@ impl Kernel {
         // SAFETY: the fd was inherited from the master for us alone and is open
         // (checked above); nothing else in this process owns it.
         let stream = unsafe { UnixStream::from_raw_fd(fd) };
-        let io_err = |context| move |source| KernelError::Io { context, source };
         // Inherited without FD_CLOEXEC (to survive our exec): a program this
         // twin runs must not inherit it, or the master would see no end of
         // stream when this twin dies while that program lives on.
@@ -107,9 +156,6 @@ impl Kernel {
                 let inherited = unsafe { OwnedFd::from_raw_fd(err_fd) };
                 sys::dup2_stderr(inherited.as_fd()).map_err(io_err("restoring stderr"))?;
             }
-        }
-        if let Some(id) = env.twin_id {
-            local.name = id;
         }
         Kernel::connect_stream(stream, local, config, handler)
     }

@@ -34,6 +34,8 @@ pub enum KernelError {
         pid: u32,
         /// How it ended.
         status: String,
+        /// Its exit status, if it exited (rather than being killed).
+        code: Option<i32>,
         /// What it wrote to stderr meanwhile.
         stderr: String,
     },

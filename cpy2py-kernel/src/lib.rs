@@ -71,18 +71,22 @@ mod proto;
 mod reader;
 mod serve;
 mod spawn;
+mod stdio;
 mod sys;
 mod transport;
 mod waiter;
 
 pub use crate::call::PendingCall;
-pub use crate::connect::{ENV_FD, ENV_MASTER_NAME, ENV_STDERR_FD, ENV_TWIN_ID, TWIN_ENV, TwinEnv};
+pub use crate::connect::{
+    ENV_FD, ENV_MASTER_NAME, ENV_STDERR_FD, ENV_TWIN_ID, STDIO_CHANNEL, TWIN_ENV, TwinChannel,
+    TwinEnv,
+};
 pub use crate::error::{CallError, KernelError};
 pub use crate::handler::{Handler, RequestContext};
 pub use crate::host::{Host, HostBuilder, HostError, HostFunction, RemoteObject, Returned, Twin};
 pub use crate::kernel::{Kernel, KernelConfig, LocalInfo, PeerInfo, Role};
 pub use crate::proto::Callback;
-pub use crate::spawn::{TwinInfo, TwinSpec};
+pub use crate::spawn::{Channel, TwinInfo, TwinSpec};
 pub use crate::transport::{PipeTransport, SocketTransport, Transport};
 pub use crate::waiter::current_deadline;
 pub use cpy2py_wire as wire;

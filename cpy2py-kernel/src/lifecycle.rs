@@ -84,12 +84,25 @@ impl Kernel {
                 None => None,
             }
         };
-        let reason = match (reason, status) {
+        let unexpected = reason.is_none();
+        let mut reason = match (reason, status) {
             (Some(r), Some(s)) => format!("{r}; the process {s}"),
             (Some(r), None) => r,
             (None, Some(s)) => s,
             (None, None) => "connection closed".into(),
         };
+        if let Some(stdio) = peer.stdio.get() {
+            if let Some(location) = &stdio.location {
+                reason = format!("{reason}, on {location}");
+            }
+            // Whatever carried the stream may have said why it ended (`ssh`:
+            // "Timeout, server ... not responding"); its stderr ends with it.
+            if unexpected {
+                if let Some(last) = stdio.relay.tail(Duration::from_millis(300)).last() {
+                    reason = format!("{reason}; its last words on stderr: {last}");
+                }
+            }
+        }
         if peer.closed.set(reason.clone()).is_err() {
             return;
         }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use crate::proto::Incoming;
+use crate::stdio::StderrRelay;
 use crate::sys;
 use crate::transport::{self, Transport};
 use crate::waiter::Waiter;
@@ -185,6 +186,24 @@ impl ReadBuf {
         self.buf.reserve(free);
     }
 
+    /// Takes one line, through its `\n`, from the bytes not decoded yet if a
+    /// whole one is there: for the greeting that may come before the frames.
+    pub(crate) fn take_line(&mut self) -> Option<Vec<u8>> {
+        let pending = &self.buf[self.start..];
+        let end = pending.iter().position(|&b| b == b'\n')? + 1;
+        let line = pending[..end].to_vec();
+        self.start += end;
+        Some(line)
+    }
+
+    /// How many bytes are read and not decoded yet.
+    pub(crate) fn pending(&self) -> usize {
+        match &self.big {
+            Some((big, _)) => big.len(),
+            None => self.buf.len() - self.start,
+        }
+    }
+
     /// Takes the next whole frame, if there is one. Frames not addressed to `me`
     /// are returned raw when `forward` is set.
     pub(crate) fn next_frame(
@@ -318,6 +337,17 @@ pub(crate) struct Peer {
     pub closed: OnceLock<String>,
     /// The twin's process (master side only).
     pub child: Mutex<Option<Child>>,
+    /// Where the twin runs and the relay of its stderr, for a twin started
+    /// with [`crate::Channel::Stdio`] (master side only).
+    pub stdio: OnceLock<StdioChild>,
+}
+
+/// What the master keeps of a twin started with [`crate::Channel::Stdio`].
+pub(crate) struct StdioChild {
+    /// Where it runs ([`crate::TwinSpec::location`]).
+    pub location: Option<String>,
+    /// Its stderr.
+    pub relay: Arc<StderrRelay>,
 }
 
 impl Peer {
@@ -340,6 +370,7 @@ impl Peer {
             unsolicited_at: AtomicU64::new(u64::MAX),
             closed: OnceLock::new(),
             child: Mutex::new(None),
+            stdio: OnceLock::new(),
         }
     }
 

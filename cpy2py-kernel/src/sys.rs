@@ -156,6 +156,13 @@ pub(crate) fn widen_send_buffer(fd: BorrowedFd<'_>) -> io::Result<usize> {
     send_buffer(fd)
 }
 
+/// Lets the pipe `fd` hold up to 1 MiB (the default is 64 KiB), for the same
+/// reason as [`widen_send_buffer`]; unprivileged processes may be refused
+/// beyond `/proc/sys/fs/pipe-max-size`. Returns what was granted.
+pub(crate) fn widen_pipe(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    Ok(rustix::pipe::fcntl_setpipe_size(fd, 1 << 20)?)
+}
+
 /// The send buffer `fd` has (`SO_SNDBUF`, as Linux reports it: doubled).
 pub(crate) fn send_buffer(fd: BorrowedFd<'_>) -> io::Result<usize> {
     Ok(rustix::net::sockopt::socket_send_buffer_size(fd)?)

@@ -49,9 +49,22 @@ pub(crate) fn call_error(py: Python<'_>, err: CallError, what: &str) -> PyErr {
 }
 
 /// Maps a failed start or connection.
+///
+/// A twin that ended during its start gives the exception `exit_code` (None
+/// when killed) and `stderr` attributes, for callers that explain them (what
+/// an `ssh` client's status 255 means, say).
 pub(crate) fn kernel_error(py: Python<'_>, err: KernelError) -> PyErr {
     match err {
         KernelError::NotATwin(reason) => PyRuntimeError::new_err(reason),
+        KernelError::ExitedEarly {
+            code, ref stderr, ..
+        } => {
+            let exc = error(py, "TwinterpeterUnavailable", &err.to_string());
+            let value = exc.value(py);
+            let _ = value.setattr("exit_code", code);
+            let _ = value.setattr("stderr", stderr);
+            exc
+        }
         other => error(py, "TwinterpeterUnavailable", &other.to_string()),
     }
 }

@@ -105,8 +105,13 @@ fn is_initialized() -> bool {
 }
 
 /// Starts `executable *args` as twin `twin_id`; returns its peer number.
+///
+/// With `stdio`, the child's stdin and stdout carry the stream (a command that
+/// runs the twin elsewhere, which needs the variables of `stdio_twin_env`) and
+/// `location` says where it runs, for messages.
 #[pyfunction]
-#[pyo3(signature = (twin_id, executable, args, env, cwd, startup_timeout))]
+#[pyo3(signature = (twin_id, executable, args, env, cwd, startup_timeout, stdio=false, location=None))]
+#[allow(clippy::too_many_arguments)]
 fn spawn(
     py: Python<'_>,
     twin_id: String,
@@ -115,20 +120,37 @@ fn spawn(
     env: HashMap<String, String>,
     cwd: Option<String>,
     startup_timeout: f64,
+    stdio: bool,
+    location: Option<String>,
 ) -> PyResult<u32> {
     let kernel = kernel(py)?;
-    let spec = TwinSpec {
+    let mut spec = TwinSpec {
         executable: executable.into(),
         twin_id,
         args: args.into_iter().map(Into::into).collect(),
         env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         cwd: cwd.map(Into::into),
         startup_timeout: Some(Duration::from_secs_f64(startup_timeout.max(0.0))),
+        ..TwinSpec::python(String::new(), String::new())
     };
+    if stdio {
+        spec.channel = cpy2py_kernel::Channel::Stdio;
+        spec.location = location;
+    }
     let info = py
         .detach(|| kernel.spawn(spec))
         .map_err(|e| errors::kernel_error(py, e))?;
     Ok(info.peer.0)
+}
+
+/// The environment a twin started with `spawn(..., stdio=True)` needs at the
+/// far end, where this process's kernel cannot set it.
+#[pyfunction]
+fn stdio_twin_env(py: Python<'_>, twin_id: &str) -> PyResult<HashMap<&'static str, String>> {
+    let kernel = kernel(py)?;
+    Ok(TwinEnv::stdio_vars(twin_id, kernel.name())
+        .into_iter()
+        .collect())
 }
 
 /// Stops twin `peer` (kill after `grace` seconds); returns how it ended.
@@ -610,8 +632,8 @@ mod _native {
     use super::{
         call, call_host, call_method, del_attr, exit_status, exported_count, flush_releases,
         get_attr, init_master, instantiate, is_alive, is_connected, is_initialized, log_level,
-        master_id, my_peer, peer_info, peer_of, proxy_dropped, serve, set_attr, spawn, stop,
-        twin_id, twin_pid,
+        master_id, my_peer, peer_info, peer_of, proxy_dropped, serve, set_attr, spawn,
+        stdio_twin_env, stop, twin_id, twin_pid,
     };
     use pyo3::prelude::*;
 

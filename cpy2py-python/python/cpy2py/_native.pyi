@@ -11,7 +11,7 @@ rather than protocol: resolving names, pickling, describing and rebuilding
 exceptions (see that module).
 """
 
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 __all__ = [
     "log_level",
@@ -81,17 +81,29 @@ def spawn(
     env: Mapping[str, str],
     cwd: Optional[str],
     startup_timeout: float,
+    stdio: bool = False,
+    location: Optional[str] = None,
 ) -> int:
     """Start ``executable *args`` as a twin and complete the handshake.
 
     ``env`` is added to the inherited environment. Returns the twin's peer number.
     The twin must call ``serve()`` (``python -m cpy2py.twin`` does).
 
+    With ``stdio``, the child's stdin and stdout carry the stream: the child runs
+    the twin elsewhere (``ssh host ... python -m cpy2py.twin``), passing on the
+    variables of :func:`stdio_twin_env`; its stderr is relayed to ours with the
+    prefix ``[twin_id]``; ``location`` (e.g. ``user@host``) goes into messages.
+
     Raises ``cpy2py.errors.TwinterpeterUnavailable`` when the executable cannot be
     started (naming the path tried), exits before the handshake (with its exit
-    status and the stderr it wrote, e.g. ``No module named cpy2py``), speaks another
-    protocol version, or does not answer within ``startup_timeout`` seconds.
+    status and the stderr it wrote, e.g. ``No module named cpy2py``; the exception
+    then has ``exit_code`` and ``stderr`` attributes), speaks another protocol
+    version, or does not answer within ``startup_timeout`` seconds.
     """
+
+def stdio_twin_env(twin_id: str) -> Dict[str, str]:
+    """The environment variables twin ``twin_id``, started with ``spawn(...,
+    stdio=True)``, needs where it runs."""
 
 def stop(peer: int, grace: float) -> str:
     """Ask twin ``peer`` to shut down; kill it after ``grace`` seconds.

@@ -15,9 +15,9 @@ import os
 import shutil
 import sys
 import threading
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, TypeVar
 
-from . import _futures, _native, _routing, _runtime, errors, kernel_state
+from . import _futures, _native, _routing, _runtime, _ssh, errors, kernel_state
 
 __all__ = ["TwinMaster"]
 
@@ -136,6 +136,18 @@ class TwinMaster(concurrent.futures.Executor):
     :param call_timeout: keyword-only: default timeout in seconds of :meth:`execute`
         (None: wait as long as the call takes); also the settable attribute
         :attr:`call_timeout`. See :meth:`execute_timeout`.
+    :param host: keyword-only: run the twin on this ssh destination (``'user@gpu-box'``)
+        rather than here, as ``ssh -T -o BatchMode=yes host -- exec env ... executable
+        -m cpy2py.twin``. Frames travel over the ssh session's stdin and stdout; nothing
+        listens on the remote host. ``executable`` is looked up there, and cpy2py of the
+        same version must be installed for it. The twin's stderr (and stray prints)
+        appear on this process's stderr prefixed with ``[twin id]``. A lost connection
+        fails pending calls within ``ServerAliveInterval`` x ``ServerAliveCountMax``
+        seconds (5 x 3 unless ``ssh_options`` say otherwise) plus one interval.
+    :param ssh_options: keyword-only: extra ``ssh`` arguments, e.g. ``['-p', '2222',
+        '-i', key, '-J', 'bastion', '-o', 'ServerAliveInterval=2']``; they take
+        precedence over cpy2py's keepalive and connect-timeout defaults.
+    :param ssh: keyword-only: the ``ssh`` client to run.
 
     ``TwinMaster`` is a singleton per twin id: constructing it again with the same id
     returns the same (possibly running) instance.
@@ -163,9 +175,15 @@ class TwinMaster(concurrent.futures.Executor):
         ipyc: Any = None,
         *,
         call_timeout: Optional[float] = None,
+        host: Optional[str] = None,
+        ssh_options: Sequence[str] = (),
+        ssh: str = "ssh",
     ) -> "TwinMaster":
         twin_id, _ = _resolve_ids(executable, twinterpreter_id)
-        _check_timeout(call_timeout)  # before the store holds a half-made master
+        # before the store holds a half-made master
+        _check_timeout(call_timeout)
+        if host is not None:
+            _ssh.check_host(host)
         with cls._store_lock:
             self = cls._store.get(twin_id)
             if self is None:
@@ -185,15 +203,24 @@ class TwinMaster(concurrent.futures.Executor):
         ipyc: Any = None,
         *,
         call_timeout: Optional[float] = None,
+        host: Optional[str] = None,
+        ssh_options: Sequence[str] = (),
+        ssh: str = "ssh",
     ) -> None:
         explicit_executable = executable
         twin_id, executable = _resolve_ids(executable, twinterpreter_id)
         with self._store_lock:
             if self._initialized:
                 # TwinMaster('pypy3') names the twin; only another interpreter conflicts
+                if host is not None and host != self.host:
+                    raise ValueError(
+                        "twinterpreter %r already exists on %s, not on %r"
+                        % (twin_id, self.host or "this host", host)
+                    )
                 if (
                     explicit_executable is not None
                     and explicit_executable != twin_id
+                    and self.host is None
                     and _find_executable(executable) != _find_executable(self.executable)
                 ):
                     raise ValueError(
@@ -218,8 +245,16 @@ class TwinMaster(concurrent.futures.Executor):
                     kernel,
                     ipyc,
                 )
+            if isinstance(ssh_options, str):
+                raise TypeError("ssh_options must be a list of arguments, not the string %r" % (ssh_options,))
             self.executable: str = executable
             self.twinterpreter_id: str = twin_id
+            #: The ssh destination the twin runs on (``'user@host'``), or None: here.
+            self.host: Optional[str] = None if host is None else _ssh.check_host(host)
+            #: Extra ``ssh`` arguments (``['-p', '2222', '-i', key]``).
+            self.ssh_options: List[str] = [str(option) for option in ssh_options]
+            #: The ``ssh`` client to run.
+            self.ssh: str = ssh
             self.kernel = kernel
             self.ipyc = ipyc
             self.main_module = main_module
@@ -298,17 +333,20 @@ class TwinMaster(concurrent.futures.Executor):
                     return True
                 self._reap(peer, grace=0.0)
             _ensure_master()
-            executable = _find_executable(self.executable)
-            env = {CONFIG_ENV: json.dumps(self._twin_config())}
-            _log.debug("starting twinterpreter %r: %s -m cpy2py.twin", self.twinterpreter_id, executable)
-            peer = _native.spawn(
-                self.twinterpreter_id,
-                executable,
-                ["-m", "cpy2py.twin"],
-                env,
-                None,
-                float(self.startup_timeout),
-            )
+            if self.host is None:
+                executable = _find_executable(self.executable)
+                env = {CONFIG_ENV: json.dumps(self._twin_config())}
+                _log.debug("starting twinterpreter %r: %s -m cpy2py.twin", self.twinterpreter_id, executable)
+                peer = _native.spawn(
+                    self.twinterpreter_id,
+                    executable,
+                    ["-m", "cpy2py.twin"],
+                    env,
+                    None,
+                    float(self.startup_timeout),
+                )
+            else:
+                peer = self._spawn_over_ssh()
             self._ended = None
             self._booting = True
             try:
@@ -326,6 +364,31 @@ class TwinMaster(concurrent.futures.Executor):
                 _native.twin_pid(peer),
             )
             return True
+
+    def _spawn_over_ssh(self) -> int:
+        assert self.host is not None
+        remote_env = dict(_native.stdio_twin_env(self.twinterpreter_id))
+        remote_env[CONFIG_ENV] = json.dumps(self._twin_config())
+        argv = _ssh.command(self.ssh, self.host, self.ssh_options, self.executable, remote_env)
+        _log.debug("starting twinterpreter %r on %s: %r", self.twinterpreter_id, self.host, argv)
+        try:
+            return _native.spawn(
+                self.twinterpreter_id,
+                argv[0],
+                argv[1:],
+                {},
+                None,
+                float(self.startup_timeout),
+                True,
+                self.host,
+            )
+        except errors.TwinterpeterUnavailable as failure:
+            from . import __version__
+
+            raise errors.TwinterpeterUnavailable(
+                _ssh.explain(failure, self.host, self.executable, __version__),
+                twin_id=self.twinterpreter_id,
+            ) from failure
 
     def _booting_error(self) -> errors.TwinterpeterUnavailable:
         return errors.TwinterpeterUnavailable(
