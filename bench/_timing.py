@@ -39,7 +39,7 @@ METRIC_TIMEOUT = int(os.environ.get("CPY2PY_BENCH_METRIC_TIMEOUT", "120"))
 METRICS = (
     "noop", "add", "method", "attribute", "ref_attribute", "bytes_1mib", "list_100k",
     "dict_10k", "generator_100k", "numpy_64mib", "numpy_64mib_pickle4", "startup", "bounce10",
-    "threads", "submit_10k", "gather_1k", "rust_host_noop",
+    "threads", "submit_10k", "gather_1k", "rust_host_noop", "ssh_noop",
 )
 _ONLY = {name for name in os.environ.get("CPY2PY_BENCH_ONLY", "").split(",") if name}
 
@@ -47,9 +47,13 @@ _ONLY = {name for name in os.environ.get("CPY2PY_BENCH_ONLY", "").split(",") if 
 BULK_BYTES = 1 << 20
 
 
+#: Figures measured beside a metric (its floors), wanted whenever it is.
+COMPANIONS = {"startup_pass": "startup", "startup_import": "startup", "ssh_floor": "ssh_noop"}
+
+
 def wanted(metric):
     """Whether CPY2PY_BENCH_ONLY lets ``metric`` run."""
-    return not _ONLY or metric in _ONLY
+    return not _ONLY or COMPANIONS.get(metric, metric) in _ONLY
 
 
 def make_payload(metric):

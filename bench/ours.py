@@ -21,7 +21,12 @@ inherits the pinning), with a timeout:
   ``aexecute(noop)``, against 1,000 ``loop.run_in_executor(None, execute, noop)`` on
   asyncio's default thread pool (the best of 5 alternated runs each). Beside them,
   ``concurrent.futures.InterpreterPoolExecutor`` if this CPython has it (3.14+);
-- rust: the Rust host's no-op (the ``embed_pypy`` example), if it is built.
+- rust: the Rust host's no-op (the ``embed_pypy`` example), if it is built;
+- ssh (unpinned): ``execute(noop)`` of a twin started through a throw-away sshd on
+  127.0.0.1 (``integration-tests/python/sshd.py``), beside the transport's floor: a
+  1-byte ping-pong with an echo loop run by the same interpreter through ssh with
+  the same options (a connection of its own, so that the twin's session is not
+  disturbed).
 
 A group that fails or hangs becomes rows with its error. Prints one JSON object on
 the last line of stdout: ``{"versions": {...}, "rows": [...]}``; the xtask renders it.
@@ -301,6 +306,56 @@ def measure_futures(python):
     return result
 
 
+#: The far side of the ssh floor: echoes each byte it reads, unbuffered.
+SSH_ECHO = "import os\nwhile True:\n b = os.read(0, 1)\n if not b: break\n os.write(1, b)\n"
+
+
+def ssh_floor(server, python):
+    """1-byte round trips through ssh to an echo loop in ``python``."""
+    echo = subprocess.Popen(
+        server.ssh_command("exec", python, "-c", "'%s'" % SSH_ECHO),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    try:
+        out, back = echo.stdin.fileno(), echo.stdout.fileno()
+
+        def round_trip():
+            os.write(out, b"x")
+            if os.read(back, 1) != b"x":
+                raise RuntimeError("the ssh echo ended: %s" % (echo.poll(),))
+
+        return timed(round_trip)
+    finally:
+        echo.stdin.close()
+        echo.wait(timeout=30)
+        echo.stdout.close()
+
+
+def measure_ssh(python):
+    """A twin behind a loopback sshd, beside a byte ping-pong through ssh."""
+    import tempfile
+
+    sys.path.insert(0, os.path.join(ROOT, "integration-tests", "python"))
+    import sshd
+
+    available, reason = sshd.available()
+    if not available:
+        if os.environ.get("CI") == "true":
+            return {"ssh_noop": {"error": reason}, "ssh_floor": {"error": reason}}
+        return {"ssh_noop": {"na": reason}, "ssh_floor": {"na": reason}}
+    result = {}
+    with tempfile.TemporaryDirectory(prefix="cpy2py-bench-sshd-") as directory:
+        with sshd.Sshd(directory) as server:
+            guarded(result, "ssh_floor", ssh_floor, server, python)
+            twin = TwinMaster(executable=python, twinterpreter_id="bench-ssh", host=server.host,
+                              ssh_options=server.ssh_options())
+            twin.start()
+            try:
+                guarded(result, "ssh_noop", timed, twin.execute, noop)
+            finally:
+                twin.stop()
+    return result
+
+
 def measure_rust_host(python):
     """The Rust host example's no-op round trip, if it is built."""
     example = os.path.join(ROOT, "target", "release", "examples", "embed_pypy")
@@ -324,6 +379,7 @@ GROUPS = {
     "threads": (measure_threads, ("threads",), (False,)),
     "futures": (measure_futures, ("submit_10k", "gather_1k"), (False,)),
     "rust": (measure_rust_host, ("rust_host_noop",), (False, True)),
+    "ssh": (measure_ssh, ("ssh_noop",), (False,)),
 }
 
 
@@ -362,6 +418,8 @@ def rows_of(result, metrics, twin, pinned):
         names = [metric]
         if metric == "startup":
             names = ["startup_pass", "startup_import", "startup"]
+        elif metric == "ssh_noop":
+            names = ["ssh_floor", "ssh_noop"]
         elif metric == "submit_10k" and twin == "CPython":
             names = ["submit_10k", "interpreter_pool_10k"]  # the pool once, beside CPython
         for name in names:
@@ -369,6 +427,8 @@ def rows_of(result, metrics, twin, pinned):
                    "metric": name}
             if name == "rust_host_noop":
                 row.update(subject="cpy2py (Rust host)", metric="noop")
+            elif name == "ssh_floor":
+                row.update(group="floor", subject="ssh ping-pong", metric="rtt_1B", payload_bytes=1)
             elif name in ("startup_pass", "startup_import"):
                 row.update(group="floor", subject="interpreter start")
             elif name == "interpreter_pool_10k":

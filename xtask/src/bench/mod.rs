@@ -57,7 +57,7 @@ const PEER_VENVS: [(&str, &str, &[&str]); 2] = [
 /// The groups `--only` accepts, in the order they run.
 const GROUPS: [&str; 4] = ["wire", "floors", "ours", "peers"];
 /// The metric names `--only` accepts (rows' `metric` in report.json).
-const METRICS: [&str; 17] = [
+const METRICS: [&str; 18] = [
     "noop",
     "add",
     "method",
@@ -75,6 +75,7 @@ const METRICS: [&str; 17] = [
     "submit_10k",
     "gather_1k",
     "rust_host_noop",
+    "ssh_noop",
 ];
 /// The payloads of the bulk metrics as the wire bench names their reply frames.
 const WIRE_PAYLOADS: [(&str, &str); 3] = [
@@ -95,7 +96,8 @@ target/bench/report.md, raw data in report.json, chart in report.svg.
   --quick       fewer calls per metric (a few minutes in all)
   --only NAMES  groups (wire, floors, ours, peers) or metrics (noop, add, method,
                 attribute, bounce10, bytes_1mib, list_100k, dict_10k, startup,
-                threads, rust_host_noop, for ours and peers); ours and peers bring
+                threads, rust_host_noop, ssh_noop, for ours and peers); ours and
+                peers bring
                 the floors along
 ";
 

@@ -23,7 +23,7 @@ const CALL_COLUMNS: [(&str, &str); 6] = [
     ("ref_attribute", "attribute read, by reference"),
     ("bounce10", "callback bounce, per hop"),
 ];
-const BULK_COLUMNS: [(&str, &str); 10] = [
+const BULK_COLUMNS: [(&str, &str); 11] = [
     ("bytes_1mib", "1 MiB bytes echo"),
     ("list_100k", "100k-int list echo"),
     ("dict_10k", "10k str→float dict echo"),
@@ -37,6 +37,7 @@ const BULK_COLUMNS: [(&str, &str); 10] = [
     ("threads", "4 threads × noop"),
     ("submit_10k", "10,000 `submit(noop)` in flight"),
     ("gather_1k", "`gather` of 1,000 `aexecute(noop)`"),
+    ("ssh_noop", "`execute(noop)` through loopback ssh"),
 ];
 
 fn pinning(pinned: bool) -> &'static str {
@@ -117,6 +118,11 @@ fn floor_of<'a>(rows: &'a [Row], row: &Row) -> Option<(&'a Row, f64)> {
                 .map(|(f, _)| f)?;
             Some((floor, row.median_us?))
         }
+        // Against a byte ping-pong through ssh: the floor of that transport.
+        "ssh_noop" => Some((
+            find(rows, "floor", "ssh ping-pong", twin, "rtt_1B", pin)?,
+            row.median_us?,
+        )),
         "startup" => {
             let floor = find(
                 rows,
