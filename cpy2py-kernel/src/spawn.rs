@@ -344,9 +344,13 @@ impl Kernel {
                     // Fewer, larger reads and writes; a refusal only costs speed.
                     let _ = sys::widen_pipe(end.as_fd());
                 }
+                // A process group of its own: a Ctrl-C meant for this program
+                // must not end the stream's carrier (an `ssh` client exits on
+                // SIGINT). It still dies with us.
                 command
                     .stdin(Stdio::from(their_stdin))
-                    .stdout(Stdio::from(their_stdout));
+                    .stdout(Stdio::from(their_stdout))
+                    .process_group(0);
                 let ours = PipeTransport::new(our_read, our_write)
                     .map_err(io_err("configuring the pipes"))?;
                 ([-1, -1], Box::new(ours), Vec::new())

@@ -291,6 +291,63 @@ def test_stop_leaves_no_process_on_either_side(flavour, twin_exe, server):
         master.destroy()
 
 
+#: A master of its own: starts an ssh twin, prints its pid, survives a Ctrl-C (SIGINT
+#: to its process group) with the twin still usable, then waits to be killed.
+INTERRUPTED_MASTER = """
+import json, sys, time
+sys.path[:0] = [sys.argv[1]]
+from cpy2py import TwinMaster
+import twinhelpers
+if __name__ == "__main__":
+    twin = TwinMaster(executable=sys.argv[2], twinterpreter_id="orphan-ssh", host=sys.argv[3],
+                      ssh_options=json.loads(sys.argv[4]))
+    twin.start()
+    print(twin.pid, flush=True)
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        print("interrupted", twin.execute(twinhelpers.add, 1, 2), flush=True)
+    time.sleep(60)
+"""
+
+
+def processes_with(marker):
+    """Pids of the processes whose command line contains ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as cmdline:
+                    if marker in cmdline.read() and not gone(int(entry)):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.timeout(90)
+def test_ctrl_c_in_the_master_spares_the_ssh_twin_and_a_killed_master_leaves_no_orphan(twin_exe, server):
+    import json
+
+    master = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_MASTER, os.path.dirname(os.path.abspath(__file__)), twin_exe,
+         server.host, json.dumps(server.ssh_options())],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        remote = int(master.stdout.readline())
+        # Ctrl-C at a terminal: SIGINT to the master's whole process group
+        os.killpg(master.pid, signal.SIGINT)
+        assert master.stdout.readline().split() == ["interrupted", "3"]
+        assert processes_with(b"CPY2PY_TWIN_ID=orphan-ssh"), "the ssh client is gone"
+    finally:
+        master.kill()
+        master.wait(timeout=30)
+        master.stdout.close()
+    # the ssh client dies with the master; the remote twin's stdin then closes
+    assert procutil.wait_until(lambda: not processes_with(b"CPY2PY_TWIN_ID=orphan-ssh"), timeout=10)
+    assert procutil.wait_until(lambda: gone(remote), timeout=10), "remote twin %d still runs" % remote
+
+
 # -- bad input -------------------------------------------------------------------------
 
 

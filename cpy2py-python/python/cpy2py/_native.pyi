@@ -22,6 +22,7 @@ __all__ = [
     "init_master",
     "is_initialized",
     "spawn",
+    "stdio_twin_env",
     "call_async",
     "call_method_async",
     "cancel",
