@@ -351,6 +351,17 @@ def test_ctrl_c_in_the_master_spares_the_ssh_twin_and_a_killed_master_leaves_no_
 # -- bad input -------------------------------------------------------------------------
 
 
+def start_fails(master):
+    """The message of the TwinterpeterUnavailable ``master.start()`` raises; forgets
+    the master."""
+    try:
+        with pytest.raises(errors.TwinterpeterUnavailable) as failure:
+            master.start()
+    finally:
+        master.destroy()
+    return str(failure.value)
+
+
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -363,12 +374,7 @@ def test_an_unreachable_host_fails_the_start_with_ssh_s_own_words(twin_exe, serv
     options[options.index("-p") + 1] = str(free_port())  # nobody listens there
     master = unstarted(twin_exe, server, ssh_options=options)
     started = time.monotonic()
-    try:
-        with pytest.raises(errors.TwinterpeterUnavailable) as failure:
-            master.start()
-    finally:
-        master.destroy()
-    message = str(failure.value)
+    message = start_fails(master)
     assert "exit status 255" in message and "Connection refused" in message, message
     assert server.host in message
     assert time.monotonic() - started < _ssh.CONNECT_TIMEOUT
@@ -379,24 +385,14 @@ def test_a_refused_key_fails_the_start_without_a_prompt(twin_exe, server, tmp_pa
     key = str(tmp_path / "unknown_key")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True, timeout=30)
     master = unstarted(twin_exe, server, ssh_options=server.ssh_options(key=key))
-    try:
-        with pytest.raises(errors.TwinterpeterUnavailable) as failure:
-            master.start()
-    finally:
-        master.destroy()
-    message = str(failure.value)
+    message = start_fails(master)
     assert "exit status 255" in message and "Permission denied" in message, message
 
 
 @pytest.mark.timeout(60)
 def test_a_missing_interpreter_is_named_with_the_host(server):
     master = unstarted("/nonexistent/bin/python3", server)
-    try:
-        with pytest.raises(errors.TwinterpeterUnavailable) as failure:
-            master.start()
-    finally:
-        master.destroy()
-    message = str(failure.value)
+    message = start_fails(master)
     assert "no interpreter '/nonexistent/bin/python3'" in message and server.host in message, message
     assert "127" in message
 
@@ -407,12 +403,7 @@ def test_an_interpreter_without_cpy2py_is_named(server, tmp_path):
     subprocess.run(["python3", "-m", "venv", "--without-pip", str(bare)], check=True, timeout=60)
     python = str(bare / "bin" / "python")
     master = unstarted(python, server)
-    try:
-        with pytest.raises(errors.TwinterpeterUnavailable) as failure:
-            master.start()
-    finally:
-        master.destroy()
-    message = str(failure.value)
+    message = start_fails(master)
     assert "cpy2py is not installed for %s on %s" % (python, server.host) in message, message
 
 
@@ -431,12 +422,7 @@ def test_another_cpy2py_version_on_the_remote_is_named_with_both_versions(server
     # what an older cpy2py greets with; then it waits for the master
     script = fake_interpreter(tmp_path, "echo 'cpy2py-stdio protocol=999 version=0.0.1'\nexec cat >/dev/null\n")
     master = unstarted(script, server)
-    try:
-        with pytest.raises(errors.TwinterpeterUnavailable) as failure:
-            master.start()
-    finally:
-        master.destroy()
-    message = str(failure.value)
+    message = start_fails(master)
     assert "cpy2py 0.0.1 (protocol 999)" in message, message
     assert "cpy2py %s (protocol %d)" % (__version__, _native.PROTOCOL_VERSION) in message, message
     assert server.host in message
