@@ -302,8 +302,8 @@ if __name__ == "__main__":
     twin = TwinMaster(executable=sys.argv[2], twinterpreter_id="orphan-ssh", host=sys.argv[3],
                       ssh_options=json.loads(sys.argv[4]))
     twin.start()
-    print(twin.pid, flush=True)
     try:
+        print(twin.pid, flush=True)  # the signal may come before the print returns
         time.sleep(60)
     except KeyboardInterrupt:
         print("interrupted", twin.execute(twinhelpers.add, 1, 2), flush=True)
