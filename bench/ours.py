@@ -26,7 +26,7 @@ inherits the pinning), with a timeout:
   127.0.0.1 (``integration-tests/python/sshd.py``), beside the transport's floor: a
   1-byte ping-pong with an echo loop run by the same interpreter through ssh with
   the same options (a connection of its own, so that the twin's session is not
-  disturbed).
+  disturbed); measured in alternating blocks.
 
 A group that fails or hangs becomes rows with its error. Prints one JSON object on
 the last line of stdout: ``{"versions": {...}, "rows": [...]}``; the xtask renders it.
@@ -36,13 +36,14 @@ Counts come from the environment (see ``_timing.py``).
 import os
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from _timing import (  # noqa: E402
-    BULK, BULK_CALLS, BULK_SECONDS, emit, failure, guarded, last_json, na, run_bounded,
-    threads_suite, timed, timed_bulk,
+    BULK, BULK_CALLS, BULK_SECONDS, CALLS, emit, failure, guarded, last_json, na, run_bounded,
+    stats, threads_suite, timed, timed_bulk,
     timed_starts, timed_twin_starts, wanted,
 )
 
@@ -310,28 +311,48 @@ def measure_futures(python):
 SSH_ECHO = "import os\nwhile True:\n b = os.read(0, 1)\n if not b: break\n os.write(1, b)\n"
 
 
-def ssh_floor(server, python):
-    """1-byte round trips through ssh to an echo loop in ``python``."""
-    echo = subprocess.Popen(
-        server.ssh_command("exec", python, "-c", "'%s'" % SSH_ECHO),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-    try:
-        out, back = echo.stdin.fileno(), echo.stdout.fileno()
+#: Blocks of calls that alternate between the ssh floor and the ssh twin: wake-up
+#: latency through ssh drifts over seconds on a busy VM, and each side gets its share.
+SSH_BLOCKS = 5
 
-        def round_trip():
-            os.write(out, b"x")
-            if os.read(back, 1) != b"x":
-                raise RuntimeError("the ssh echo ended: %s" % (echo.poll(),))
 
-        return timed(round_trip)
-    finally:
-        echo.stdin.close()
-        echo.wait(timeout=30)
-        echo.stdout.close()
+class SshEcho(object):
+    """An echo loop in ``python`` behind ssh, with the same options as the twin's."""
+
+    def __init__(self, server, python):
+        self.process = subprocess.Popen(
+            server.ssh_command("exec", python, "-c", "'%s'" % SSH_ECHO),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self.out = self.process.stdin.fileno()
+        self.back = self.process.stdout.fileno()
+
+    def round_trip(self):
+        os.write(self.out, b"x")
+        if os.read(self.back, 1) != b"x":
+            raise RuntimeError("the ssh echo ended: %s" % (self.process.poll(),))
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
+
+
+def samples_of(op, calls):
+    """Durations of ``calls`` calls of ``op``, after a tenth as many unmeasured."""
+    for _ in range(max(calls // 10, 2)):
+        op()
+    clock = time.perf_counter
+    samples = []
+    for _ in range(calls):
+        start = clock()
+        op()
+        samples.append(clock() - start)
+    return samples
 
 
 def measure_ssh(python):
-    """A twin behind a loopback sshd, beside a byte ping-pong through ssh."""
+    """A twin behind a loopback sshd, beside a byte ping-pong through ssh, in
+    alternating blocks."""
     import tempfile
 
     sys.path.insert(0, os.path.join(ROOT, "integration-tests", "python"))
@@ -342,18 +363,22 @@ def measure_ssh(python):
         if os.environ.get("CI") == "true":
             return {"ssh_noop": {"error": reason}, "ssh_floor": {"error": reason}}
         return {"ssh_noop": {"na": reason}, "ssh_floor": {"na": reason}}
-    result = {}
+    floor, ours = [], []
     with tempfile.TemporaryDirectory(prefix="cpy2py-bench-sshd-") as directory:
         with sshd.Sshd(directory) as server:
-            guarded(result, "ssh_floor", ssh_floor, server, python)
+            echo = SshEcho(server, python)
             twin = TwinMaster(executable=python, twinterpreter_id="bench-ssh", host=server.host,
                               ssh_options=server.ssh_options())
             twin.start()
             try:
-                guarded(result, "ssh_noop", timed, twin.execute, noop)
+                block = max(CALLS // SSH_BLOCKS, 3)
+                for _ in range(SSH_BLOCKS):
+                    floor += samples_of(echo.round_trip, block)
+                    ours += samples_of(lambda: twin.execute(noop), block)
             finally:
                 twin.stop()
-    return result
+                echo.close()
+    return {"ssh_floor": stats(floor), "ssh_noop": stats(ours)}
 
 
 def measure_rust_host(python):
