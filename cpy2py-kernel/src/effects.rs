@@ -89,6 +89,7 @@ impl Kernel {
                     tracing::error!("the handler panicked in cancel");
                 }
             }
+            Event::Arena(src, message) => self.arena_message(src, message),
             Event::PeerLost { peer, reason } => {
                 // Its objects are gone too, and so is any route to it that the
                 // handler keeps (a restarted twin gets a new number).

@@ -66,6 +66,10 @@ pub struct KernelConfig {
     /// whole process if it has not exited by itself after this long. `None`
     /// (the default) leaves exiting to the host.
     pub exit_after_stop: Option<Duration>,
+    /// Bytes of shared memory (address space; pages only as used) this process
+    /// offers each directly connected peer for large out-of-band buffers
+    /// (see [`Kernel::arena_chunk`]); 0 sends every buffer through the socket.
+    pub arena_size: u64,
 }
 
 impl Default for KernelConfig {
@@ -78,6 +82,7 @@ impl Default for KernelConfig {
             stall: Duration::from_millis(2),
             max_workers: 64,
             exit_after_stop: None,
+            arena_size: 512 << 20,
         }
     }
 }

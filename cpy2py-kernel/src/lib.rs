@@ -52,6 +52,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod arena;
 mod call;
 mod connect;
 mod effects;
@@ -76,6 +77,7 @@ mod sys;
 mod transport;
 mod waiter;
 
+pub use crate::arena::{ARENA_MIN, ArenaChunk};
 pub use crate::call::PendingCall;
 pub use crate::connect::{
     ENV_FD, ENV_MASTER_NAME, ENV_STDERR_FD, ENV_TWIN_ID, STDIO_CHANNEL, TWIN_ENV, TwinChannel,

@@ -8,6 +8,7 @@ use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use crate::arena::{ArenaLink, SendArena};
 use crate::proto::Incoming;
 use crate::stdio::StderrRelay;
 use crate::sys;
@@ -340,6 +341,11 @@ pub(crate) struct Peer {
     /// Where the twin runs and the relay of its stderr, for a twin started
     /// with [`crate::Channel::Stdio`] (master side only).
     pub stdio: OnceLock<StdioChild>,
+    /// This process's arena for large buffers to this peer, once tried
+    /// (`None`: none could be made or offered).
+    pub send_arena: OnceLock<Option<Arc<SendArena>>>,
+    /// The peer's arena, once mapped: resolves the places in its frames.
+    pub recv_arena: OnceLock<Arc<ArenaLink>>,
 }
 
 /// What the master keeps of a twin started with [`crate::Channel::Stdio`].
@@ -371,6 +377,8 @@ impl Peer {
             closed: OnceLock::new(),
             child: Mutex::new(None),
             stdio: OnceLock::new(),
+            send_arena: OnceLock::new(),
+            recv_arena: OnceLock::new(),
         }
     }
 

@@ -207,7 +207,14 @@ impl Kernel {
         }
         let forward = self.shared.role == Role::Master;
         loop {
-            let violation = match buf.next_frame(&self.shared.decoder, self.shared.me, forward) {
+            let next = match peer.recv_arena.get() {
+                // Places in the peer's arena resolve while its frames decode.
+                Some(link) => cpy2py_wire::with_arena(Arc::clone(link) as _, || {
+                    buf.next_frame(&self.shared.decoder, self.shared.me, forward)
+                }),
+                None => buf.next_frame(&self.shared.decoder, self.shared.me, forward),
+            };
+            let violation = match next {
                 Ok(None) => return ReadResult::Progress,
                 Ok(Some(incoming)) => {
                     let handled = {

@@ -20,6 +20,12 @@ pub trait Lend: AsRef<[u8]> + Send + Sync + 'static {
     fn lend_mut(&mut self) -> Option<&mut [u8]> {
         None
     }
+
+    /// Where these bytes lie in an arena shared with the receiver, if they do:
+    /// then only the place is encoded (see [`crate::ArenaSlot`]).
+    fn arena_slot(&self) -> Option<crate::ArenaSlot> {
+        None
+    }
 }
 
 /// An owner lent read-only ([`Bytes::from_owner`]).
@@ -79,6 +85,21 @@ impl Bytes {
     /// clone of the result.
     pub fn from_owner<T: AsRef<[u8]> + Send + Sync + 'static>(owner: T) -> Self {
         Bytes(Repr::Shared(Arc::new(ReadOnly(owner))))
+    }
+
+    /// Shares `owner`'s bytes without copying them, with everything its
+    /// [`Lend`] implementation says: writable when unique, or a place in an
+    /// arena.
+    pub fn from_lend<L: Lend>(owner: L) -> Self {
+        Bytes(Repr::Shared(Arc::new(owner)))
+    }
+
+    /// Where the bytes lie in an arena shared with the receiver, if they do.
+    pub fn arena_slot(&self) -> Option<crate::ArenaSlot> {
+        match &self.0 {
+            Repr::Owned(_) => None,
+            Repr::Shared(owner) => owner.arena_slot(),
+        }
     }
 
     /// The bytes, writable in place, if nothing else shares their memory and

@@ -43,6 +43,10 @@ pub enum WireError {
     /// A value nests deeper than [`crate::Value::MAX_DEPTH`].
     #[error("malformed frame: values nested deeper than {0}")]
     TooDeep(usize),
+    /// A buffer's place in the sender's arena cannot be handed over (see
+    /// [`crate::ArenaResolver`]).
+    #[error("malformed frame: {0}")]
+    Arena(String),
 }
 
 /// A postcard flavor that appends to a borrowed `Vec`, so one buffer can hold
@@ -280,6 +284,9 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<Envelope, WireError> {
     let result = postcard::take_from_bytes::<Envelope>(body);
     if crate::value::depth::exceeded() {
         return Err(WireError::TooDeep(crate::Value::MAX_DEPTH));
+    }
+    if let Some(why) = crate::shared::take_failure() {
+        return Err(WireError::Arena(why));
     }
     let (envelope, rest) = result.map_err(WireError::Malformed)?;
     if !rest.is_empty() {

@@ -36,6 +36,7 @@ mod bytes;
 mod frame;
 mod ids;
 mod message;
+mod shared;
 mod value;
 
 pub use crate::bytes::{Bytes, Lend};
@@ -48,8 +49,9 @@ pub use crate::message::{
     Envelope, Failure, Hello, Kwargs, Message, Op, Outcome, Release, RemoteError, Reply, Request,
     Retain,
 };
+pub use crate::shared::{ArenaResolver, ArenaSlot, with_arena};
 pub use crate::value::{ObjectRef, RefKind, SPECIAL_METHODS, Value};
 
 /// Version of the protocol spoken by this crate; peers with another version are
 /// refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;

@@ -50,6 +50,27 @@ pub enum Message {
         /// The sender's request.
         id: RequestId,
     },
+    /// To a directly connected peer on this host: the sender shares a memory
+    /// region with it, the memfd `fd` of the sender's process (open it as
+    /// `/proc/<pid>/fd/<fd>`, the pid from the socket's credentials) of `size`
+    /// bytes, for large buffers ([`crate::ArenaSlot`]) once accepted (new in
+    /// protocol version 6).
+    ArenaOffer {
+        /// The memfd's number in the sender's process.
+        fd: u32,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// The answer to an [`Message::ArenaOffer`]: whether the receiver mapped it.
+    ArenaAnswer {
+        /// Mapped: the offering side may now send arena places.
+        accepted: bool,
+    },
+    /// To an arena's owner: buffers it handed over (by offset) are free again.
+    ArenaFree {
+        /// Their offsets.
+        offsets: Vec<u64>,
+    },
 }
 
 /// References handed on by the sender to third peers.

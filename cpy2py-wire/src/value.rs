@@ -149,7 +149,9 @@ pub enum Value {
         refs: Vec<ObjectRef>,
         /// Large buffers of the objects inside, out of band, in the order the
         /// pickle uses them (Python: pickle protocol 5's `PickleBuffer`s), each
-        /// written from its object's memory without a copy into `data`.
+        /// written from its object's memory without a copy into `data`, or
+        /// sent as its place in an arena shared with the receiver.
+        #[serde(with = "crate::shared::buffers")]
         buffers: Vec<Bytes>,
     },
     /// An error raised by the peer that produced this value.

@@ -1,8 +1,10 @@
 //! Golden bytes: the exact encoding of every message kind, every [`Op`] and
 //! every [`Value`] variant, written out by hand from postcard's format.
 //!
-//! These vectors document the wire format of protocol version 4 (version 3
-//! lacked `ObjectRef::kind` and `Value::Pickle::buffers`, version 2 also `Outcome::Failed`, version 1 also
+//! These vectors document the wire format of protocol version 6 (version 5
+//! lacked the arena messages and sent every pickle buffer inline without a
+//! tag, version 4 also `Message::Cancel`, version 3 also `ObjectRef::kind` and
+//! `Value::Pickle::buffers`, version 2 also `Outcome::Failed`, version 1 also
 //! `Value::IntList` and `Value::FloatList`). Any change to
 //! the types that alters a byte breaks a test here; such a change must raise
 //! [`PROTOCOL_VERSION`] and update the vectors.
@@ -66,7 +68,7 @@ fn assert_value(value: Value, parts: &[&[u8]]) {
 
 #[test]
 fn protocol_version_matches_these_vectors() {
-    assert_eq!(PROTOCOL_VERSION, 5);
+    assert_eq!(PROTOCOL_VERSION, 6);
 }
 
 // ---------------------------------------------------------------------------
@@ -415,6 +417,74 @@ fn cancel() {
 }
 
 #[test]
+fn arena_offer_answer_and_free() {
+    let cases: [(Message, &[u8]); 3] = [
+        (
+            Message::ArenaOffer {
+                fd: 5,
+                size: 1 << 29,
+            },
+            &[8, 5, 0x80, 0x80, 0x80, 0x80, 0x02], // ArenaOffer, fd, size (varint)
+        ),
+        (Message::ArenaAnswer { accepted: true }, &[9, 1]),
+        (
+            Message::ArenaFree {
+                offsets: vec![0, 4096],
+            },
+            &[10, 2, 0, 0x80, 0x20], // ArenaFree, 2 offsets
+        ),
+    ];
+    for (message, body) in cases {
+        let len = u8::try_from(2 + body.len()).unwrap();
+        assert_frame(
+            Envelope {
+                src: PeerId(1),
+                dst: PeerId::MASTER,
+                message,
+            },
+            &[&[len, 0, 0, 0], &[1, 0], body],
+        );
+    }
+}
+
+/// A buffer in an arena on the sending side: only its place is encoded.
+struct InArena;
+
+impl AsRef<[u8]> for InArena {
+    fn as_ref(&self) -> &[u8] {
+        b"not encoded"
+    }
+}
+
+impl cpy2py_wire::Lend for InArena {
+    fn arena_slot(&self) -> Option<cpy2py_wire::ArenaSlot> {
+        Some(cpy2py_wire::ArenaSlot {
+            offset: 4096,
+            len: 300,
+        })
+    }
+}
+
+#[test]
+fn a_pickle_buffer_in_an_arena_is_its_place() {
+    let value = Value::Pickle {
+        data: Bytes::from(vec![b'.']),
+        refs: vec![],
+        buffers: vec![Bytes::from_lend(InArena)],
+    };
+    let actual = frame(&value_envelope(value));
+    let expected: &[u8] = &[
+        14, // Value::Pickle
+        1, b'.', // data
+        0,    // refs: none
+        1, 1, // buffers: 1, in the arena
+        0x80, 0x20, // offset 4096
+        0xac, 0x02, // len 300
+    ];
+    assert_eq!(actual[10..], expected[..], "{}", hex(&actual[10..]));
+}
+
+#[test]
 fn reply_ok() {
     assert_frame(
         Envelope {
@@ -747,7 +817,7 @@ fn value_pickle() {
             &[3, 0x80, 0x05, b'.'], // data
             &[1],                   // refs: 1
             &[1, 9, 0, 0],          // owner, id, class None, kind Twin
-            &[1, 2, 7, 8],          // buffers: 1, of 2 bytes
+            &[1, 0, 2, 7, 8],       // buffers: 1, inline, of 2 bytes
         ],
     );
 }

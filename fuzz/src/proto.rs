@@ -247,7 +247,7 @@ impl Star {
                 Event::Completed(Completed::Wake(thread)) => self.wakes.push((node, thread)),
                 Event::Completed(Completed::Deliver(callback, result)) => callback(result),
                 Event::Completed(Completed::Stale) => {}
-                Event::Release(..) | Event::Retain(..) | Event::Cancel(..) => {}
+                Event::Release(..) | Event::Retain(..) | Event::Cancel(..) | Event::Arena(..) => {}
                 Event::PeerLost { peer, .. } => {
                     assert_eq!(peer, SELF, "{node:?} lost peer {peer}, which never left")
                 }

@@ -345,6 +345,17 @@ impl<W: Clone> Endpoint<W> {
                 self.events.push_back(Event::PeerLost { peer, reason });
             }
             Message::Hello(_) => return Err(Violation::HelloAfterHandshake),
+            message @ (Message::ArenaOffer { .. }
+            | Message::ArenaAnswer { .. }
+            | Message::ArenaFree { .. }) => {
+                if envelope.src != from {
+                    return Err(Violation::ArenaNotDirect {
+                        from,
+                        src: envelope.src,
+                    });
+                }
+                self.events.push_back(Event::Arena(from, message));
+            }
         }
         Ok(())
     }
@@ -555,5 +566,8 @@ pub fn message_kind(message: &Message) -> &'static str {
         Message::PeerGone { .. } => "PeerGone",
         Message::Retain(_) => "Retain",
         Message::Cancel { .. } => "Cancel",
+        Message::ArenaOffer { .. } => "ArenaOffer",
+        Message::ArenaAnswer { .. } => "ArenaAnswer",
+        Message::ArenaFree { .. } => "ArenaFree",
     }
 }

@@ -44,6 +44,15 @@ pub enum Violation {
     /// A second Hello.
     #[error("unexpected Hello after the handshake")]
     HelloAfterHandshake,
+    /// An arena message that did not come from the peer it concerns: arenas
+    /// are shared between directly connected peers only.
+    #[error("peer {from} passed on an arena message of peer {src}")]
+    ArenaNotDirect {
+        /// The peer the frame came from.
+        from: PeerId,
+        /// The envelope's source.
+        src: PeerId,
+    },
 }
 
 /// What the shell is asked to do, in order.
@@ -66,6 +75,8 @@ pub enum Event<W> {
     Retain(PeerId, Retain),
     /// A peer no longer waits for its request: interrupt it if it runs here.
     Cancel(PeerId, RequestId),
+    /// An arena message from a directly connected peer (see `crate::arena`).
+    Arena(PeerId, cpy2py_wire::Message),
     /// A peer is gone, every call pending on it failed.
     PeerLost {
         /// The peer.
