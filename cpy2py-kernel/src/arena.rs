@@ -12,14 +12,12 @@
 //! buffer before the answer, goes through the socket as before.
 //!
 //! The receiver opens the memfd as `/proc/<pid>/fd/<fd>`, with the pid from the
-//! socket's credentials: only peers joined by a socketpair (one host) share
-//! arenas, and a frame forwarded from another peer can name no place.
+//! peer's handshake: only peers joined by a socketpair (one host) share arenas,
+//! and a frame forwarded from another peer can name no place.
 
 use crate::kernel::Kernel;
 use crate::peer::{Peer, lock};
-use cpy2py_wire::{
-    ArenaResolver, ArenaSlot, Bytes, Envelope, Lend, Message, PeerId, encode_frame,
-};
+use cpy2py_wire::{ArenaResolver, ArenaSlot, Bytes, Envelope, Lend, Message, PeerId, encode_frame};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -155,12 +153,14 @@ impl SendArena {
             state.free.insert(start + need, size - need);
         }
         state.live.insert(start, need);
+        tracing::debug!(start, need, "arena: place handed out");
         Some(start)
     }
 
     /// Takes back the place at `offset`; unknown offsets (a confused peer) are
     /// ignored.
     fn release(&self, offset: u64) {
+        tracing::debug!(offset, "arena: place back");
         let mut state = lock(&self.state);
         let Some(len) = state.live.remove(&offset) else {
             tracing::debug!(offset, "arena place freed twice or never handed out");
@@ -265,14 +265,15 @@ pub(crate) struct RecvArena {
 
 impl RecvArena {
     /// Maps the memfd `fd` of process `pid`, of `size` bytes.
-    fn open(
-        pid: u32,
-        fd: u32,
-        size: u64,
-        link: Weak<Peer>,
-        me: PeerId,
-    ) -> io::Result<RecvArena> {
+    fn open(pid: u32, fd: u32, size: u64, link: Weak<Peer>, me: PeerId) -> io::Result<RecvArena> {
         let path = format!("/proc/{pid}/fd/{fd}");
+        // Only an arena: a memfd of ours, whatever else the number may name.
+        let target = std::fs::read_link(&path)?;
+        if !target.to_string_lossy().starts_with("/memfd:cpy2py-arena") {
+            return Err(io::Error::other(format!(
+                "{path} is {target:?}, not an arena"
+            )));
+        }
         let file = rustix::fs::open(
             path.as_str(),
             rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
@@ -295,6 +296,7 @@ impl RecvArena {
     }
 
     fn give_back(&self, offset: u64) {
+        tracing::debug!(offset, "arena: giving a place back");
         lock(&self.held).remove(&offset);
         let Some(link) = self.link.upgrade() else {
             return;
@@ -327,6 +329,11 @@ impl ArenaResolver for ArenaLink {
                 self.0.map.size
             ));
         }
+        tracing::debug!(
+            offset = slot.offset,
+            len = slot.len,
+            "arena: place received"
+        );
         if !lock(&self.0.held).insert(slot.offset) {
             return Err("handed over while still held here".into());
         }
@@ -389,8 +396,9 @@ impl Kernel {
         if peer.transport.kind() != "socketpair" || peer.is_closed() {
             return None;
         }
-        let arena = peer.send_arena.get_or_init(|| {
-            match SendArena::create(size) {
+        let arena = peer
+            .send_arena
+            .get_or_init(|| match SendArena::create(size) {
                 Ok(arena) => {
                     let arena = Arc::new(arena);
                     let offer = Envelope {
@@ -404,8 +412,7 @@ impl Kernel {
                     tracing::debug!(%error, "no arena: buffers go through the socket");
                     None
                 }
-            }
-        });
+            });
         let arena = arena.as_ref()?;
         let offset = arena.alloc(len as u64)?;
         Some(ArenaChunk {
@@ -459,17 +466,14 @@ impl Kernel {
         if peer.transport.kind() != "socketpair" || peer.recv_arena.get().is_some() {
             return false;
         }
-        let opened = rustix::net::sockopt::socket_peercred(peer.transport.read_fd())
-            .map_err(io::Error::from)
-            .and_then(|cred| {
-                RecvArena::open(
-                    cred.pid.as_raw_nonzero().get() as u32,
-                    fd,
-                    size,
-                    Arc::downgrade(peer),
-                    self.shared.me,
-                )
-            });
+        // The pid from the handshake: a socketpair's credentials name the
+        // process that made it (the master) at both ends.
+        let pid = peer.hello.pid;
+        let opened = if pid == crate::sys::getpid() {
+            Err(io::Error::other("the peer claims to be this process"))
+        } else {
+            RecvArena::open(pid, fd, size, Arc::downgrade(peer), self.shared.me)
+        };
         match opened {
             Ok(arena) => peer
                 .recv_arena

@@ -2,6 +2,7 @@
 //! and pickle-5 out-of-band buffers lent to the wire while a frame is
 //! written, and received buffers lent to Python as views of the frame.
 
+use cpy2py_kernel::ArenaChunk;
 use cpy2py_wire::Bytes;
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyTypeError;
@@ -86,17 +87,37 @@ impl ReceivedBuffer {
     }
 }
 
-/// A contiguous buffer (a `memoryview` from `PickleBuffer.raw()`) lent to the
-/// wire without copying it.
-pub(crate) fn lend_buffer(view: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+/// A contiguous buffer (a `memoryview` from `PickleBuffer.raw()`) for the
+/// wire: copied once into a place of the arena shared with the receiver if
+/// `place` gives one for its length, else lent without a copy (written into
+/// the socket from the object's memory).
+pub(crate) fn lend_buffer(
+    view: &Bound<'_, PyAny>,
+    place: impl FnOnce(usize) -> Option<ArenaChunk>,
+) -> PyResult<Bytes> {
     let buffer = PyBuffer::<u8>::get(view)?;
     if !buffer.is_c_contiguous() {
         return Err(PyTypeError::new_err(
             "cpy2py._runtime.dumps must give contiguous buffers",
         ));
     }
-    if buffer.len_bytes() < Bytes::SHARE_MIN {
+    let len = buffer.len_bytes();
+    if len < Bytes::SHARE_MIN {
         return Ok(Bytes::from(buffer.to_vec(view.py())?));
+    }
+    if let Some(mut chunk) = place(len) {
+        let from = buffer.buf_ptr() as usize;
+        let to = chunk.as_mut_slice();
+        view.py().detach(|| {
+            // SAFETY: `buffer` (alive until after this closure) holds the
+            // exporter's C-contiguous buffer of `len` bytes at `from`; the
+            // arena place is another memory, `len` bytes long. Without the GIL
+            // another thread may write the object meanwhile: its bytes then
+            // arrive partly old and partly new, as through the socket.
+            let from = unsafe { std::slice::from_raw_parts(from as *const u8, len) };
+            to.copy_from_slice(from);
+        });
+        return Ok(Bytes::from_lend(chunk));
     }
     Ok(Bytes::from_owner(LentBuffer(buffer)))
 }

@@ -261,7 +261,9 @@ impl<'k> Encoder<'k> {
         let mut buffers = Vec::new();
         if let Some(views) = views {
             for view in views.try_iter()? {
-                buffers.push(lend_buffer(&view?)?);
+                buffers.push(lend_buffer(&view?, |len| {
+                    self.kernel.arena_chunk(self.dst, len)
+                })?);
             }
         }
         let data = data

@@ -75,6 +75,22 @@ fn ensure_threads(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// Environment variable: MiB of shared memory this process offers each local
+/// peer for large buffers (`KernelConfig::arena_size`); 0 turns arenas off.
+const ARENA_MIB_ENV: &str = "CPY2PY_ARENA_MIB";
+
+/// The kernel's configuration, with what the environment sets.
+fn kernel_config() -> KernelConfig {
+    let mut config = KernelConfig::default();
+    if let Some(mib) = std::env::var(ARENA_MIB_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        config.arena_size = mib << 20;
+    }
+    config
+}
+
 /// Starts this process's kernel as the master, named `master_id` (idempotent).
 #[pyfunction]
 fn init_master(py: Python<'_>, master_id: String) -> PyResult<()> {
@@ -89,7 +105,7 @@ fn init_master(py: Python<'_>, master_id: String) -> PyResult<()> {
     let local = local_info(py, master_id)?;
     ensure_threads(py)?;
     let kernel = py
-        .detach(|| Kernel::start_master(local, KernelConfig::default(), Arc::new(PyHandler)))
+        .detach(|| Kernel::start_master(local, kernel_config(), Arc::new(PyHandler)))
         .map_err(|e| errors::kernel_error(py, e))?;
     if KERNEL.set(kernel.clone()).is_err() {
         // Another thread started one first: keep theirs.
@@ -151,6 +167,13 @@ fn stdio_twin_env(py: Python<'_>, twin_id: &str) -> PyResult<HashMap<&'static st
     Ok(TwinEnv::stdio_vars(twin_id, kernel.name())
         .into_iter()
         .collect())
+}
+
+/// Places of this process's shared-memory arena for `peer` that the peer
+/// holds (buffers handed over and not given back yet): for tests.
+#[pyfunction]
+fn arena_places_out(peer: u32) -> usize {
+    KERNEL.get().map_or(0, |k| k.arena_places_out(PeerId(peer)))
 }
 
 /// Stops twin `peer` (kill after `grace` seconds); returns how it ended.
@@ -529,7 +552,7 @@ fn serve(py: Python<'_>, inherited: HashMap<String, String>) -> PyResult<()> {
     ensure_threads(py)?;
     let config = KernelConfig {
         exit_after_stop: Some(Duration::from_secs(3)),
-        ..KernelConfig::default()
+        ..kernel_config()
     };
     let kernel = py
         .detach(|| Kernel::connect_twin(env, local, config, Arc::new(PyHandler)))
@@ -630,9 +653,9 @@ mod _native {
     use super::futures::{call_async, call_method_async, cancel, time_left};
     #[pymodule_export]
     use super::{
-        call, call_host, call_method, del_attr, exit_status, exported_count, flush_releases,
-        get_attr, init_master, instantiate, is_alive, is_connected, is_initialized, log_level,
-        master_id, my_peer, peer_info, peer_of, proxy_dropped, serve, set_attr, spawn,
+        arena_places_out, call, call_host, call_method, del_attr, exit_status, exported_count,
+        flush_releases, get_attr, init_master, instantiate, is_alive, is_connected, is_initialized,
+        log_level, master_id, my_peer, peer_info, peer_of, proxy_dropped, serve, set_attr, spawn,
         stdio_twin_env, stop, twin_id, twin_pid,
     };
     use pyo3::prelude::*;

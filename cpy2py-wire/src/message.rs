@@ -52,7 +52,7 @@ pub enum Message {
     },
     /// To a directly connected peer on this host: the sender shares a memory
     /// region with it, the memfd `fd` of the sender's process (open it as
-    /// `/proc/<pid>/fd/<fd>`, the pid from the socket's credentials) of `size`
+    /// `/proc/<pid>/fd/<fd>`, the pid from the sender's Hello) of `size`
     /// bytes, for large buffers ([`crate::ArenaSlot`]) once accepted (new in
     /// protocol version 6).
     ArenaOffer {

@@ -23,6 +23,7 @@ __all__ = [
     "is_initialized",
     "spawn",
     "stdio_twin_env",
+    "arena_places_out",
     "call_async",
     "call_method_async",
     "cancel",
@@ -101,6 +102,9 @@ def spawn(
     then has ``exit_code`` and ``stderr`` attributes), speaks another protocol
     version, or does not answer within ``startup_timeout`` seconds.
     """
+
+def arena_places_out(peer: int) -> int:
+    """Buffers this process handed ``peer`` in shared memory that it still holds."""
 
 def stdio_twin_env(twin_id: str) -> Dict[str, str]:
     """The environment variables twin ``twin_id``, started with ``spawn(...,
