@@ -129,6 +129,7 @@ impl SendArena {
     }
 
     fn answered(&self, accepted: bool) {
+        tracing::debug!(accepted, "arena: offer answered");
         let mut state = lock(&self.state);
         if state.offer == Offer::Pending {
             state.offer = if accepted {
@@ -401,6 +402,7 @@ impl Kernel {
             .get_or_init(|| match SendArena::create(size) {
                 Ok(arena) => {
                     let arena = Arc::new(arena);
+                    tracing::debug!(peer = dst.0, size, "arena: offered");
                     let offer = Envelope {
                         src: self.shared.me,
                         dst,

@@ -20,7 +20,7 @@ pub(crate) fn received_buffer(py: Python<'_>, mut bytes: Bytes) -> PyResult<Py<P
     Ok(Py::new(
         py,
         ReceivedBuffer {
-            _memory: bytes,
+            memory: bytes,
             ptr,
             len,
         },
@@ -31,9 +31,9 @@ pub(crate) fn received_buffer(py: Python<'_>, mut bytes: Bytes) -> PyResult<Py<P
 /// Received bytes lent to Python as a writable buffer, without a copy.
 #[pyclass(module = "cpy2py._native")]
 pub(crate) struct ReceivedBuffer {
-    /// Owns the memory (only to drop it): the last view of its frame, which
-    /// nothing else reads.
-    _memory: Bytes,
+    /// Owns the memory: the last view of its frame (or its own place in a
+    /// peer's arena), which nothing else reads until it is sent on.
+    memory: Bytes,
     /// Where `unique_mut()` lent it (as an address: pyclasses are Send).
     ptr: usize,
     len: usize,
@@ -55,7 +55,7 @@ impl ReceivedBuffer {
             (me.ptr, me.len)
         };
         // SAFETY: `ptr..ptr + len` is the memory `unique_mut()` lent when this
-        // object was made: `_memory` owns it for this object's life,
+        // object was made: `memory` owns it for this object's life,
         // no other `Bytes` shares it (it was the last view of its frame), and
         // Rust never reads or writes it after that, so Python may. The view
         // holds a reference to `slf` (FillInfo takes one), so the memory
@@ -87,14 +87,26 @@ impl ReceivedBuffer {
     }
 }
 
-/// A contiguous buffer (a `memoryview` from `PickleBuffer.raw()`) for the
-/// wire: copied once into a place of the arena shared with the receiver if
+/// A contiguous buffer (a `memoryview` from `PickleBuffer.raw()`, or a
+/// [`ReceivedBuffer`] sent on whole) for the wire: copied once into a place of the arena shared with the receiver if
 /// `place` gives one for its length, else lent without a copy (written into
 /// the socket from the object's memory).
 pub(crate) fn lend_buffer(
     view: &Bound<'_, PyAny>,
     place: impl FnOnce(usize) -> Option<ArenaChunk>,
 ) -> PyResult<Bytes> {
+    if let Ok(received) = view.downcast::<ReceivedBuffer>() {
+        // Sent on from its own memory, with no view of it made in C: PyPy
+        // keeps such a view, and so the buffer, alive forever.
+        let received = received.borrow().memory.clone();
+        return Ok(match place(received.len()) {
+            Some(mut chunk) => {
+                copy_released(view.py(), &received, chunk.as_mut_slice());
+                Bytes::from_lend(chunk)
+            }
+            None => received,
+        });
+    }
     let buffer = PyBuffer::<u8>::get(view)?;
     if !buffer.is_c_contiguous() {
         return Err(PyTypeError::new_err(
@@ -106,20 +118,21 @@ pub(crate) fn lend_buffer(
         return Ok(Bytes::from(buffer.to_vec(view.py())?));
     }
     if let Some(mut chunk) = place(len) {
-        let from = buffer.buf_ptr() as usize;
-        let to = chunk.as_mut_slice();
-        view.py().detach(|| {
-            // SAFETY: `buffer` (alive until after this closure) holds the
-            // exporter's C-contiguous buffer of `len` bytes at `from`; the
-            // arena place is another memory, `len` bytes long. Without the GIL
-            // another thread may write the object meanwhile: its bytes then
-            // arrive partly old and partly new, as through the socket.
-            let from = unsafe { std::slice::from_raw_parts(from as *const u8, len) };
-            to.copy_from_slice(from);
-        });
+        // SAFETY: `buffer` (alive until the end of this function) holds the
+        // exporter's C-contiguous buffer of `len` bytes at `buf_ptr`. Without
+        // the GIL another thread may write the object meanwhile: its bytes then
+        // arrive partly old and partly new, as through the socket.
+        let from = unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, len) };
+        copy_released(view.py(), from, chunk.as_mut_slice());
         return Ok(Bytes::from_lend(chunk));
     }
     Ok(Bytes::from_owner(LentBuffer(buffer)))
+}
+
+/// Copies `from` into `to` without the GIL (tens of milliseconds for a large
+/// array).
+fn copy_released(py: Python<'_>, from: &[u8], to: &mut [u8]) {
+    py.detach(|| to.copy_from_slice(from));
 }
 
 /// A buffer of a Python object (a numpy array's data, a bytearray) lent to the

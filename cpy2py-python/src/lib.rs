@@ -650,6 +650,8 @@ fn init_kernel_logging() {
 #[pymodule]
 mod _native {
     #[pymodule_export]
+    use super::buffers::ReceivedBuffer;
+    #[pymodule_export]
     use super::futures::{call_async, call_method_async, cancel, time_left};
     #[pymodule_export]
     use super::{

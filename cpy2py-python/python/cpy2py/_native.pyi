@@ -24,6 +24,7 @@ __all__ = [
     "spawn",
     "stdio_twin_env",
     "arena_places_out",
+    "ReceivedBuffer",
     "call_async",
     "call_method_async",
     "cancel",
@@ -102,6 +103,12 @@ def spawn(
     then has ``exit_code`` and ``stderr`` attributes), speaks another protocol
     version, or does not answer within ``startup_timeout`` seconds.
     """
+
+class ReceivedBuffer:
+    """An out-of-band buffer as it arrived (a view of the frame, or a place in the
+    sender's arena), lent to ``pickle.loads`` writable and without a copy."""
+
+    def __len__(self) -> int: ...
 
 def arena_places_out(peer: int) -> int:
     """Buffers this process handed ``peer`` in shared memory that it still holds."""

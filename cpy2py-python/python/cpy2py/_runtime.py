@@ -46,7 +46,7 @@ import time
 import types
 from typing import Any, Dict, List, Optional, Tuple, Type, cast
 
-from . import _registry, _remote, _routing, errors, kernel_state
+from . import _native, _registry, _remote, _routing, errors, kernel_state
 
 __all__ = [
     "MAIN_ALIAS",
@@ -342,6 +342,18 @@ class _Unpickler(pickle.Unpickler):
 OUT_OF_BAND_MIN = 32 * 1024
 
 
+def _received_base(view: memoryview) -> Any:
+    """The buffer that arrived here under ``view`` when ``view`` shows all of it,
+    else ``view``: a received buffer is sent on as itself, so that no view of it
+    is handed to C (PyPy keeps such a view, and so the buffer, alive forever)."""
+    base = view.obj
+    while type(base) is memoryview:
+        base = base.obj
+    if type(base) is _native.ReceivedBuffer and len(base) == view.nbytes:
+        return base
+    return view
+
+
 def dumps(
     obj: object,
     protocol: int,
@@ -365,7 +377,7 @@ def dumps(
     without the memo ("fast" mode), in half the time for a dict of 10k strs.
 
     With ``out_of_band`` (and protocol 5), contiguous buffers of at least
-    :data:`OUT_OF_BAND_MIN` bytes (numpy arrays, bytearrays, any ``PickleBuffer``)
+    :data:`OUT_OF_BAND_MIN` bytes (numpy arrays, any ``PickleBuffer``)
     are left out of the pickle: the result is then ``(pickle, references or None,
     buffers)``, ``buffers`` being flat ``memoryview``s for :func:`loads`.
     """
@@ -380,7 +392,7 @@ def dumps(
                 return True
             if view.nbytes < OUT_OF_BAND_MIN:
                 return True
-            views.append(view)
+            views.append(_received_base(view))
             return False
 
         pickler = _Pickler(buffer, protocol, buffer_callback=in_band)
