@@ -135,6 +135,31 @@ fn kernel_scenarios() -> Vec<(String, Vec<Envelope>)> {
     with_hello("release", vec![release(PeerId::MASTER)]);
     with_hello("retain", vec![retain(PeerId::MASTER)]);
     with_hello("cancel", vec![cancel(PeerId::MASTER)]);
+    for (name, message) in [
+        (
+            "arena-offer",
+            Message::ArenaOffer {
+                fd: 3,
+                size: 1 << 20,
+            },
+        ),
+        ("arena-answer", Message::ArenaAnswer { accepted: true }),
+        (
+            "arena-free",
+            Message::ArenaFree {
+                offsets: vec![0, 4096],
+            },
+        ),
+    ] {
+        with_hello(
+            name,
+            vec![Envelope {
+                src: SELF,
+                dst: PeerId::MASTER,
+                message,
+            }],
+        );
+    }
     with_hello("forward-cancel-to-other", vec![cancel(OTHER)]);
     with_hello(
         "forward-release-retain-to-other",
@@ -501,6 +526,9 @@ fn describe(envelope: &Envelope) -> String {
         Message::PeerGone { .. } => "peer-gone",
         Message::Retain(_) => "retain",
         Message::Cancel { .. } => "cancel",
+        Message::ArenaOffer { .. } => "arena-offer",
+        Message::ArenaAnswer { .. } => "arena-answer",
+        Message::ArenaFree { .. } => "arena-free",
     };
     format!("{what}-{}-to-{}", envelope.src.0, envelope.dst.0)
 }

@@ -11,7 +11,7 @@ rather than protocol: resolving names, pickling, describing and rebuilding
 exceptions (see that module).
 """
 
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, final
 
 __all__ = [
     "log_level",
@@ -104,6 +104,7 @@ def spawn(
     version, or does not answer within ``startup_timeout`` seconds.
     """
 
+@final
 class ReceivedBuffer:
     """An out-of-band buffer as it arrived (a view of the frame, or a place in the
     sender's arena), lent to ``pickle.loads`` writable and without a copy."""

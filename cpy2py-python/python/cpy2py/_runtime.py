@@ -346,7 +346,7 @@ def _received_base(view: memoryview) -> Any:
     """The buffer that arrived here under ``view`` when ``view`` shows all of it,
     else ``view``: a received buffer is sent on as itself, so that no view of it
     is handed to C (PyPy keeps such a view, and so the buffer, alive forever)."""
-    base = view.obj
+    base: Any = view.obj
     while type(base) is memoryview:
         base = base.obj
     if type(base) is _native.ReceivedBuffer and len(base) == view.nbytes:
