@@ -523,6 +523,62 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_s_places_resolve_to_its_bytes_once_and_only_inside_the_arena() {
+        let size = 64 * ALIGN;
+        let sender = Arc::new(accepted(size));
+        let offset = sender.alloc(3 * ALIGN).expect("a place");
+        let mut chunk = ArenaChunk {
+            arena: Arc::clone(&sender),
+            offset,
+            len: 3 * ALIGN as usize,
+            handed_over: AtomicBool::new(false),
+        };
+        chunk.as_mut_slice().fill(7);
+        let slot = Bytes::from_lend(chunk).arena_slot().expect("in the arena");
+        // This process maps its own arena as a peer would (by /proc path).
+        let receiver = RecvArena::open(
+            crate::sys::getpid(),
+            sender.fd.as_raw_fd() as u32,
+            size,
+            Weak::new(),
+            PeerId(1),
+        )
+        .expect("mapped");
+        let link = ArenaLink(Arc::new(receiver));
+        let mut bytes = link.resolve(slot).expect("resolved");
+        assert_eq!(bytes.len(), 3 * ALIGN as usize);
+        assert!(bytes.iter().all(|&b| b == 7));
+        bytes.unique_mut().expect("writable")[0] = 9;
+        let again = link.resolve(slot).expect_err("still held");
+        assert!(again.contains("still held"), "{again}");
+        for (offset, len) in [(size, 1), (size - ALIGN, 2 * ALIGN), (1, 1), (u64::MAX, 2)] {
+            let refused = link.resolve(ArenaSlot { offset, len });
+            assert!(refused.is_err(), "{offset}+{len} resolved");
+        }
+        drop(bytes);
+        assert!(link.resolve(slot).is_ok(), "given back, it can come again");
+        // The receiver's write is in the sender's memory.
+        let (ptr, _) = sender.map.slice(offset, 1);
+        // SAFETY: within the sender's mapping; nothing writes it now.
+        assert_eq!(unsafe { *ptr }, 9);
+    }
+
+    #[test]
+    fn a_memfd_that_is_not_an_arena_is_not_mapped() {
+        let other = rustix::fs::memfd_create("something-else", rustix::fs::MemfdFlags::CLOEXEC)
+            .expect("memfd");
+        rustix::fs::ftruncate(&other, 4096).expect("sized");
+        let refused = RecvArena::open(
+            crate::sys::getpid(),
+            other.as_raw_fd() as u32,
+            4096,
+            Weak::new(),
+            PeerId(1),
+        );
+        assert!(refused.is_err());
+    }
+
+    #[test]
     fn nothing_is_handed_out_before_the_offer_is_accepted() {
         let arena = SendArena::create(16 * ALIGN).expect("arena");
         assert_eq!(arena.alloc(1), None);
