@@ -313,7 +313,7 @@ impl RecvArena {
         if encode_frame(&envelope, &mut frame).is_ok() && !link.is_closed() {
             // Never waits (a drop may happen anywhere): what the socket does
             // not take now, the link's own writer thread writes.
-            let _ = link.forward(frame);
+            let _ = link.post(frame);
         }
     }
 }
@@ -446,7 +446,11 @@ impl Kernel {
                     dst: src,
                     message: Message::ArenaAnswer { accepted },
                 };
-                let _ = self.send_to(&peer, &answer);
+                // From the reading thread: queued rather than waited for.
+                let mut frame = Vec::new();
+                if encode_frame(&answer, &mut frame).is_ok() {
+                    let _ = peer.post(frame);
+                }
             }
             Message::ArenaAnswer { accepted } => {
                 if let Some(Some(arena)) = peer.send_arena.get() {

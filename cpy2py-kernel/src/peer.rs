@@ -434,6 +434,21 @@ impl Peer {
     /// [`OUTBOX_MAX`] bytes, which holds back the peer that sends them. The
     /// frame comes back if this peer cannot be written to.
     pub(crate) fn forward(self: &Arc<Self>, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+        self.write_or_queue(frame, true)
+    }
+
+    /// Like [`Peer::forward`], but never waits for room in the outbox: for a
+    /// few bytes sent from wherever a value happens to be dropped (giving an
+    /// arena place back), where waiting on a stalled peer must not happen.
+    pub(crate) fn post(self: &Arc<Self>, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+        self.write_or_queue(frame, false)
+    }
+
+    fn write_or_queue(
+        self: &Arc<Self>,
+        frame: Vec<u8>,
+        wait_for_room: bool,
+    ) -> Result<(), Vec<u8>> {
         let mut state = lock(&self.writer);
         if state.busy || state.flusher {
             state.queue(frame, 0);
@@ -443,7 +458,9 @@ impl Peer {
                 self.spawn_flusher(false);
                 state = lock(&self.writer);
             }
-            self.await_room(state);
+            if wait_for_room {
+                self.await_room(state);
+            }
             return Ok(());
         }
         state.busy = true;
