@@ -7,10 +7,14 @@ threads run at once until the time is up:
 - plain calls (``execute(noop)``) to the PyPy twin;
 - TwinObject churn: create an object in the PyPy twin, call it, drop it;
 - callbacks: a function in the PyPy twin calls back into the master, 3 deep;
-- 64 KiB bytes echoed through the CPython twin.
+- 64 KiB bytes echoed through the CPython twin;
+- a 2 MiB out-of-band buffer (a ``PickleBuffer``, as numpy arrays send theirs)
+  echoed through the CPython twin: through the shared-memory arenas, whose places
+  must all be back at the end.
 
-RSS of every process is sampled at the start and the end (after a garbage
-collection) and at every tenth of the run, and the live exported objects of each
+RSS of every process (without its shared memory, which is reported apart and
+bounded) is sampled at the start and the end (after a garbage collection) and at
+every tenth of the run, and the live exported objects of each
 interpreter are counted at the end, after releases are flushed: a leak shows as
 growth there. Exits non-zero if any call failed, objects stayed exported, or a
 process's RSS moved by more than 10 % after it settled (after 60 s, or a third of
@@ -26,6 +30,7 @@ leak. ``PYPY_GC_NURSERY`` (inherited by the twin) bounds it.
 
 import gc
 import os
+import pickle
 import sys
 import threading
 import time
@@ -39,6 +44,29 @@ PAYLOAD = bytes(range(256)) * 256  # 64 KiB
 SETTLED_AFTER = 60.0
 #: ...and must stay within this many percent of it to the end.
 DRIFT_PERCENT = 10
+#: Resident shared memory a process may hold at the end: two arenas' retained
+#: pages (its own for a peer, and the peer's).
+SHMEM_MAX_KIB = 2 * 128 * 1024
+
+
+class Blob(object):
+    """Bytes that pickle out of band from protocol 5 on, as a numpy array does."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __reduce_ex__(self, protocol):
+        if protocol >= 5:
+            return (Blob, (pickle.PickleBuffer(self.data),))
+        return (Blob, (bytes(self.data),))
+
+
+BLOB = Blob(bytearray(PAYLOAD * 32))  # 2 MiB
+
+
+def places_out():
+    """Places of this process's arena the master holds."""
+    return _native.arena_places_out(_native.MASTER_PEER)
 
 
 def noop():
@@ -90,11 +118,27 @@ def pypy_gc():
 
 
 def rss_kib(pid):
+    """Resident memory of ``pid`` without its shared memory (``RssShmem``): the
+    arenas' pages, resident once used and bounded by design (see
+    :func:`shmem_kib`), would hide or fake a trend in a 20 MiB process."""
+    fields = status_kib(pid)
+    return fields.get("VmRSS", 0) - fields.get("RssShmem", 0)
+
+
+def shmem_kib(pid):
+    """Resident shared memory of ``pid``: pages of its own arenas and of the ones
+    it maps (the first 128 MiB of each stay resident once used)."""
+    return status_kib(pid).get("RssShmem", 0)
+
+
+def status_kib(pid):
+    fields = {}
     with open("/proc/%d/status" % pid) as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+            name, _, value = line.partition(":")
+            if value.strip().endswith("kB"):
+                fields[name] = int(value.split()[0])
+    return fields
 
 
 def main():
@@ -112,13 +156,14 @@ def main():
         Churn(1).bump()
         assert twin_side(3) == 3
         assert cpython.execute(echo, PAYLOAD) == PAYLOAD
+        assert bytes(cpython.execute(echo, BLOB).data) == bytes(BLOB.data)
 
     one_round()  # warm up: every path has run once before the start sample
     settle()
     pypy.execute(settle)
     rss_start = {name: rss_kib(pid) for name, pid in processes.items()}
 
-    counts = {"calls": 0, "objects": 0, "callbacks": 0, "bytes echoes": 0}
+    counts = {"calls": 0, "objects": 0, "callbacks": 0, "bytes echoes": 0, "buffer echoes": 0}
     errors = []
     stop = time.monotonic() + seconds
 
@@ -141,6 +186,7 @@ def main():
         "objects": churn,
         "callbacks": lambda: twin_side(3),
         "bytes echoes": lambda: cpython.execute(echo, PAYLOAD),
+        "buffer echoes": lambda: cpython.execute(echo, BLOB),
     }
     only = os.environ.get("CPY2PY_SOAK_ONLY")  # one load alone, to find a leak
     if only:
@@ -168,7 +214,12 @@ def main():
     }
     # the master's releases reach the twins before these calls: count again
     exported["PyPy twin"] = pypy.execute(settle)
+    places = {
+        "master (CPython)": _native.arena_places_out(cpython.peer),
+        "CPython twin": cpython.execute(places_out),
+    }
     rss_end = {name: rss_kib(pid) for name, pid in processes.items()}
+    shmem_end = {name: shmem_kib(pid) for name, pid in processes.items()}
     gc_figures = pypy.execute(pypy_gc)
     pypy.stop()
     cpython.stop()
@@ -182,12 +233,22 @@ def main():
     print("| --- | ---: | ---: |")
     for kind, n in counts.items():
         print("| %s | %d | %.0f |" % (kind, n, n / elapsed))
-    print("\n| process | RSS start (MiB) | RSS end (MiB) | live exported objects at the end |")
-    print("| --- | ---: | ---: | ---: |")
+    print(
+        "\n| process | RSS start (MiB) | RSS end (MiB) | shared memory end (MiB) "
+        "| live exported objects at the end | arena places not given back |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name in processes:
         print(
-            "| %s | %.1f | %.1f | %d |"
-            % (name, rss_start[name] / 1024, rss_end[name] / 1024, exported[name])
+            "| %s | %.1f | %.1f | %.1f | %d | %s |"
+            % (
+                name,
+                rss_start[name] / 1024,
+                rss_end[name] / 1024,
+                shmem_end[name] / 1024,
+                exported[name],
+                places.get(name, "—"),
+            )
         )
     print("\nRSS during the run (MiB):\n")
     print("| s | " + " | ".join(processes) + " |")
@@ -208,9 +269,13 @@ def main():
     for name, percent in drift.items():
         if abs(percent) > DRIFT_PERCENT:
             errors.append("the RSS of the %s moved %+.1f %% after %.0f s" % (name, percent, settled_at))
+    for name, kib in shmem_end.items():
+        # its own arena and the master's (or each twin's): at most 128 MiB each
+        if kib > SHMEM_MAX_KIB:
+            errors.append("the %s holds %.1f MiB of shared memory" % (name, kib / 1024))
     if errors:
         print("\nErrors:\n" + "\n".join("- " + e for e in errors))
-    return 1 if errors or any(exported.values()) else 0
+    return 1 if errors or any(exported.values()) or any(places.values()) else 0
 
 
 def rss_drift(series, settled_at):
