@@ -204,7 +204,9 @@ impl SendArena {
 ///
 /// Wrapped in a [`Bytes`] ([`Bytes::from_lend`]) it encodes as its place; once
 /// encoded it belongs to the receiver, which gives it back. Dropped without
-/// being encoded (the request was never sent), it is free again at once.
+/// being encoded (the request was never sent), it is free again at once. (A
+/// frame refused after encoding, as too large for the frame limit, keeps its
+/// places until the link ends.)
 pub struct ArenaChunk {
     arena: Arc<SendArena>,
     offset: u64,
