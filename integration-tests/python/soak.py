@@ -30,11 +30,11 @@ leak. ``PYPY_GC_NURSERY`` (inherited by the twin) bounds it.
 
 import gc
 import os
-import pickle
 import sys
 import threading
 import time
 
+from arenahelpers import Blob  # bytes that pickle out of band, as numpy arrays do
 from cpy2py import TwinMaster, TwinObject, _native, kernel_state, twinfunction
 
 PYPY_ID = "soak-pypy"
@@ -47,18 +47,6 @@ DRIFT_PERCENT = 10
 #: Resident shared memory a process may hold at the end: two arenas' retained
 #: pages (its own for a peer, and the peer's).
 SHMEM_MAX_KIB = 2 * 128 * 1024
-
-
-class Blob(object):
-    """Bytes that pickle out of band from protocol 5 on, as a numpy array does."""
-
-    def __init__(self, data):
-        self.data = data
-
-    def __reduce_ex__(self, protocol):
-        if protocol >= 5:
-            return (Blob, (pickle.PickleBuffer(self.data),))
-        return (Blob, (bytes(self.data),))
 
 
 BLOB = Blob(bytearray(PAYLOAD * 32))  # 2 MiB
