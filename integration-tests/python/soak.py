@@ -12,6 +12,8 @@ threads run at once until the time is up:
   echoed through the CPython twin: through the shared-memory arenas, whose places
   must all be back at the end.
 
+The loads first run for a warm-up (10 s, or a sixth of a shorter run) that is not
+measured, so that the twins' pools have their threads and PyPy's JIT its loops.
 RSS of every process (without its shared memory, which is reported apart and
 bounded) is sampled at the start and the end (after a garbage collection) and at
 every tenth of the run, and the live exported objects of each
@@ -40,6 +42,8 @@ from cpy2py import TwinMaster, TwinObject, _native, kernel_state, twinfunction
 PYPY_ID = "soak-pypy"
 CPYTHON_ID = "soak-cpython"
 PAYLOAD = bytes(range(256)) * 256  # 64 KiB
+#: Seconds of the full load before anything is measured (at most a sixth of the run).
+WARMUP = 10.0
 #: RSS is compared with its value after this many seconds (or a third of the run)...
 SETTLED_AFTER = 60.0
 #: ...and must stay within this many percent of it to the end.
@@ -146,24 +150,21 @@ def main():
         assert cpython.execute(echo, PAYLOAD) == PAYLOAD
         assert bytes(cpython.execute(echo, BLOB).data) == bytes(BLOB.data)
 
-    one_round()  # warm up: every path has run once before the start sample
-    settle()
-    pypy.execute(settle)
-    rss_start = {name: rss_kib(pid) for name, pid in processes.items()}
+    one_round()  # every path has run once before the warm-up
 
     counts = {"calls": 0, "objects": 0, "callbacks": 0, "bytes echoes": 0, "buffer echoes": 0}
     errors = []
-    stop = time.monotonic() + seconds
 
-    def loop(kind, step):
+    def loop(kind, step, until, record=True):
         n = 0
         try:
-            while time.monotonic() < stop:
+            while time.monotonic() < until:
                 step()
                 n += 1
         except Exception as error:  # reported, and fails the soak
             errors.append("%s: %r" % (kind, error))
-        counts[kind] = n
+        if record:
+            counts[kind] = n
 
     def churn():
         obj = Churn(1)
@@ -180,8 +181,21 @@ def main():
     if only:
         steps = {only: steps[only]}
         counts = {only: 0}
+    # Warm-up under the full load: the twins' pools reach the threads this load
+    # needs, and PyPy's JIT compiles its loops, before anything is measured.
+    warm_until = time.monotonic() + min(WARMUP, seconds / 6)
+    warmers = [threading.Thread(target=loop, args=(k, s, warm_until, False)) for k, s in steps.items()]
+    for t in warmers:
+        t.start()
+    for t in warmers:
+        t.join(WARMUP + 120)
+    settle()
+    pypy.execute(settle)
+    rss_start = {name: rss_kib(pid) for name, pid in processes.items()}
+
     started = time.monotonic()
-    threads = [threading.Thread(target=loop, args=(k, s)) for k, s in steps.items()]
+    stop = started + seconds
+    threads = [threading.Thread(target=loop, args=(k, s, stop)) for k, s in steps.items()]
     for t in threads:
         t.start()
     series = []  # (seconds since start, {process: RSS KiB})
